@@ -1,0 +1,319 @@
+"""Table schemas and column names: the only place column names are spelled.
+
+Every table that enters the system (generated, ingested, read back from disk) is checked by
+:func:`validate` against one :class:`TableSchema`. Dense integer indices (``user_idx``,
+``video_idx``, ``creator_idx``, ``tag_idx``) are what the tables carry; the external ids of a
+source live in the vocabulary tables (``vocab/*.parquet``: ``idx`` -> ``id``), so one mapping
+serves every stage. See ``docs/data.md`` for the field-by-field description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+# ---------------------------------------------------------------- column names
+EVENT_ID = "event_id"
+REQUEST_ID = "request_id"
+SESSION_ID = "session_id"
+USER_IDX = "user_idx"
+VIDEO_IDX = "video_idx"
+CREATOR_IDX = "creator_idx"
+TAG_IDX = "tag_idx"
+TS = "ts"
+POSITION = "position"
+WATCH_TIME_S = "watch_time_s"
+WATCH_RATIO = "watch_ratio"
+SKIPPED = "skipped"
+LIKED = "liked"
+SHARED = "shared"
+FOLLOWED = "followed"
+POLICY = "policy"
+
+CATEGORY = "category"
+TAGS = "tags"
+DURATION_S = "duration_s"
+UPLOAD_TS = "upload_ts"
+TITLE = "title"
+
+SIGNUP_TS = "signup_ts"
+REGION = "region"
+AGE_BUCKET = "age_bucket"
+DEVICE = "device"
+
+# vocabulary tables
+IDX = "idx"
+ID = "id"
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+#: Default fast-swipe threshold: a view shorter than this many seconds is a skip.
+DEFAULT_SKIP_THRESHOLD_S = 2.0
+
+REGIONS = ("US", "BR", "IN", "ID", "MX", "DE", "JP", "NG")
+AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45+")
+DEVICES = ("android", "ios", "web")
+
+
+# ---------------------------------------------------------------- schema objects
+@dataclass(frozen=True)
+class Column:
+    """One column: its dtype, whether nulls are allowed, and an optional row check.
+
+    ``check`` maps the column to a boolean expression that is True on valid rows (nulls are
+    handled by ``nullable`` and never reach the check).
+    """
+
+    name: str
+    dtype: pl.DataType
+    nullable: bool = False
+    check: Callable[[pl.Expr], pl.Expr] | None = None
+    check_text: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table: its columns in order and the columns that must be unique together."""
+
+    name: str
+    columns: tuple[Column, ...]
+    unique: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
+
+
+def _nonneg(e: pl.Expr) -> pl.Expr:
+    return e >= 0
+
+
+def _in_range(lo: float, hi: float) -> Callable[[pl.Expr], pl.Expr]:
+    return lambda e: (e >= lo) & (e <= hi)
+
+
+def _in_set(values: tuple[str, ...]) -> Callable[[pl.Expr], pl.Expr]:
+    return lambda e: e.is_in(list(values))
+
+
+VIDEOS = TableSchema(
+    name="videos",
+    doc="One row per video in the catalogue.",
+    unique=(VIDEO_IDX,),
+    columns=(
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense video index (0..n-1); vocab/videos maps it to the external id."),
+        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense creator index; vocab/creators maps it to the external id."),
+        Column(CATEGORY, pl.Int16(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="Main topic/category index; vocab/categories holds the names."),
+        Column(TAGS, pl.List(pl.Int32()),
+               doc="Tag indices (vocab/tags holds the names); may be empty, never null."),
+        Column(DURATION_S, pl.Float32(), nullable=True, check=_in_range(0.1, 36_000.0),
+               check_text="in [0.1, 36000]", doc="Video length in seconds."),
+        Column(UPLOAD_TS, UTC_TS, nullable=True, doc="Upload time (UTC)."),
+        Column(TITLE, pl.String(), nullable=True, doc="Human-readable title (for the demo page)."),
+    ),
+)
+
+USERS = TableSchema(
+    name="users",
+    doc="One row per user.",
+    unique=(USER_IDX,),
+    columns=(
+        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense user index; vocab/users maps it to the external id."),
+        Column(SIGNUP_TS, UTC_TS, nullable=True, doc="Sign-up time (UTC)."),
+        Column(REGION, pl.String(), nullable=True, doc="Coarse region code (e.g. 'US')."),
+        Column(AGE_BUCKET, pl.String(), nullable=True, check=_in_set(AGE_BUCKETS),
+               check_text=f"one of {AGE_BUCKETS}", doc="Coarse age bucket."),
+        Column(DEVICE, pl.String(), nullable=True, check=_in_set(DEVICES),
+               check_text=f"one of {DEVICES}", doc="Main device platform."),
+    ),
+)
+
+EVENTS = TableSchema(
+    name="events",
+    doc="One row per feed impression (a video shown full-screen to a user).",
+    unique=(EVENT_ID,),
+    columns=(
+        Column(EVENT_ID, pl.Int64(), check=_nonneg, check_text=">= 0",
+               doc="Unique impression id."),
+        Column(REQUEST_ID, pl.Int64(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="The feed request (page) that served the video."),
+        Column(SESSION_ID, pl.Int64(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="App session; null in sources without sessions until the ETL sessionises."),
+        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense video index."),
+        Column(TS, UTC_TS, doc="Impression time (UTC, microseconds)."),
+        Column(POSITION, pl.Int32(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="0-based position of the impression within its session."),
+        Column(WATCH_TIME_S, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="Seconds watched, replays included."),
+        Column(WATCH_RATIO, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="watch_time_s / duration_s; may exceed 1 with replays."),
+        Column(SKIPPED, pl.Boolean(), nullable=True,
+               doc="Fast swipe: watch time under the skip threshold (default 2 s)."),
+        Column(LIKED, pl.Boolean(), nullable=True, doc="The user liked the video."),
+        Column(SHARED, pl.Boolean(), nullable=True, doc="The user shared the video."),
+        Column(FOLLOWED, pl.Boolean(), nullable=True,
+               doc="The user followed the creator from this impression."),
+        Column(POLICY, pl.String(), nullable=True,
+               doc="The policy / experiment arm that served the impression."),
+    ),
+)
+
+VOCAB = TableSchema(
+    name="vocab",
+    doc="Mapping from dense index to the external id of a source.",
+    unique=(IDX,),
+    columns=(
+        Column(IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense index."),
+        Column(ID, pl.String(), doc="External id as the source spelled it."),
+    ),
+)
+
+# ---------------------------------------------------------------- ETL outputs
+SPLIT = "split"
+LOO_SPLIT = "loo_split"
+TRAIN, VALID, TEST = "train", "valid", "test"
+SPLITS = (TRAIN, VALID, TEST)
+
+ETL_EVENTS = TableSchema(
+    name="etl_events",
+    doc="Deduplicated, sessionised events with their split labels (written by the ETL).",
+    unique=(EVENT_ID,),
+    columns=(
+        *EVENTS.columns,
+        Column(SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
+               doc="Temporal split: train before the valid cut-off, valid, then test."),
+        Column(LOO_SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
+               doc="Leave-last-out per user: last interaction test, second last valid."),
+    ),
+)
+
+TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (VIDEOS, USERS, EVENTS, VOCAB, ETL_EVENTS)
+}
+
+
+# ---------------------------------------------------------------- validation
+class BadInput(ValueError):
+    """Base of every error caused by bad user input; the CLI maps it to exit code 2.
+
+    The message must name what was wrong: file, line and field where they are known.
+    """
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One kind of problem in one column, with how many rows have it and a few examples."""
+
+    table: str
+    column: str
+    problem: str
+    count: int
+    examples: tuple[str, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        ex = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        rows = f"{self.count} row{'s' if self.count != 1 else ''}: " if self.count else ""
+        return f"{self.table}.{self.column}: {rows}{self.problem}{ex}"
+
+
+class SchemaError(BadInput):
+    """Raised when a table does not match its schema; lists every violation."""
+
+    def __init__(self, source: str, violations: list[Violation]) -> None:
+        self.source = source
+        self.violations = violations
+        lines = "\n".join(f"  - {v}" for v in violations)
+        super().__init__(f"{source}: {len(violations)} schema violation(s):\n{lines}")
+
+
+def _examples(values: pl.Series, n: int = 3) -> tuple[str, ...]:
+    return tuple(repr(v) for v in values.head(n).to_list())
+
+
+def validate(df: pl.DataFrame, schema: TableSchema) -> list[Violation]:
+    """Check ``df`` against ``schema`` and return every violation found (empty list: valid).
+
+    Checks, per column: presence, dtype, nulls where not allowed, the row check; then
+    uniqueness of ``schema.unique``; then unexpected extra columns.
+    """
+    out: list[Violation] = []
+    t = schema.name
+    for col in schema.columns:
+        if col.name not in df.columns:
+            out.append(Violation(t, col.name, "missing column", 0))
+            continue
+        s = df.get_column(col.name)
+        if s.dtype != col.dtype:
+            out.append(Violation(t, col.name, f"dtype {s.dtype}, expected {col.dtype}", 0))
+            continue
+        nulls = s.null_count()
+        if nulls and not col.nullable:
+            out.append(Violation(t, col.name, "null values in a required column", nulls))
+        if col.check is not None:
+            bad = df.lazy().filter(~col.check(pl.col(col.name)).fill_null(True)).select(
+                col.name
+            ).collect().get_column(col.name)
+            if bad.len():
+                out.append(Violation(t, col.name, f"values not {col.check_text}",
+                                     bad.len(), _examples(bad)))
+        if isinstance(col.dtype, pl.Float32 | pl.Float64):
+            nan = s.is_nan().sum()
+            if nan:
+                out.append(Violation(t, col.name, "NaN values", int(nan)))
+    present = [c for c in schema.unique if c in df.columns]
+    if present and len(present) == len(schema.unique):
+        dup = df.select(present).filter(pl.struct(present).is_duplicated())
+        if dup.height:
+            key = present[0] if len(present) == 1 else "+".join(present)
+            ex = dup.get_column(present[0]).unique(maintain_order=True)
+            out.append(Violation(t, key, "duplicate key values", dup.height, _examples(ex)))
+    extra = [c for c in df.columns if c not in schema.names]
+    if extra:
+        out.append(Violation(t, ", ".join(extra), "unexpected column(s)", 0))
+    return out
+
+
+def check(df: pl.DataFrame, schema: TableSchema, source: str) -> pl.DataFrame:
+    """Validate and return ``df`` unchanged, or raise :class:`SchemaError` naming ``source``."""
+    problems = validate(df, schema)
+    if problems:
+        raise SchemaError(source, problems)
+    return df
+
+
+def conform(df: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
+    """Select the schema's columns in order, adding missing nullable ones as nulls and casting.
+
+    Use when building a table from a source; :func:`check` still runs afterwards.
+    """
+    exprs: list[pl.Expr] = []
+    for col in schema.columns:
+        if col.name in df.columns:
+            exprs.append(pl.col(col.name).cast(col.dtype, strict=True))
+        elif col.nullable:
+            exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+        else:
+            raise SchemaError(
+                schema.name, [Violation(schema.name, col.name, "missing column", 0)]
+            )
+    return df.select(exprs)
