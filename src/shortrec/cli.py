@@ -1,0 +1,152 @@
+"""The ``shortrec`` command: a thin layer over :mod:`shortrec.pipelines`.
+
+Exit codes: 0 success, 2 bad input (the message names what was wrong), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from shortrec.schema import BadInput
+
+app = typer.Typer(
+    name="shortrec",
+    help="End-to-end recommendation engine for short-video feeds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a pipeline step, mapping bad input to exit 2 and other failures to exit 1."""
+    try:
+        return fn()
+    except BadInput as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as e:
+        err.print(f"[bold red]failed:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        if "--debug" in sys.argv:
+            raise
+        raise typer.Exit(1) from None
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    out.print_json(json.dumps(summary, default=str))
+
+
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+@app.command()
+def generate(
+    preset: Annotated[str, typer.Option(help="World size: tiny, small, medium or large.")] = "small",
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")] = Path(
+        "data/small"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, identical output.")] = 0,
+    report: Annotated[bool, typer.Option(help="Also write the realism report.")] = True,
+    progress: Progress = True,
+) -> None:
+    """Generate a synthetic world (videos, users, impression logs, ground truth) with the
+    session-aware simulator, validate it, and write it to --out."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.generate(preset, seed, out_dir, report, progress)))
+
+
+@app.command()
+def ingest(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=(
+        "movielens, kuairec, kuairand, seq-pairs, seq-lines or csv."))],
+    src: Annotated[Path, typer.Argument(help="Source file or directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    mapping: Annotated[Path | None, typer.Option(help=(
+        "For csv: JSON file mapping schema column names to source column names."))] = None,
+    skip_threshold_s: Annotated[float, typer.Option(help="Fast-swipe threshold, seconds.")] = 2.0,
+    progress: Progress = True,
+) -> None:
+    """Ingest a real public log into the shortrec schema (ids remapped through one vocabulary)."""
+    from shortrec import pipelines
+
+    _print_summary(
+        _run(lambda: pipelines.ingest(fmt, src, out_dir, mapping, skip_threshold_s, progress))
+    )
+
+
+@app.command()
+def etl(
+    data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],
+    progress: Progress = True,
+) -> None:
+    """Run the leakage-free ETL: dedupe, sessionise, split, statistics, training samples."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.etl(data_dir, progress)))
+
+
+@app.command()
+def validate(
+    data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],
+) -> None:
+    """Check every table of a dataset against its schema and report every violation."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.validate(data_dir)))
+
+
+@app.command()
+def evaluate(
+    data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory (after etl).")],
+    artifacts: Annotated[Path | None, typer.Option(help="Artifact bundle (models).")] = None,
+    protocol: Annotated[str, typer.Option(help=(
+        "temporal, loo-full, loo-sampled or oracle (synthetic worlds only)."))] = "temporal",
+    k: Annotated[int, typer.Option(help="Cut-off for the headline metrics.")] = 10,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = (
+        None
+    ),
+    report_dir: Annotated[Path | None, typer.Option(help=(
+        "Directory for the full report (JSON, markdown, plots)."))] = None,
+    max_users: Annotated[int | None, typer.Option(help="Evaluate a sample of users.")] = None,
+    progress: Progress = True,
+) -> None:
+    """Evaluate baselines (and trained models) under one protocol and print the table."""
+    from shortrec import pipelines
+
+    md = _run(lambda: pipelines.evaluate(
+        data_dir, artifacts, protocol, k, json_out, report_dir, max_users, progress
+    ))
+    out.print(md)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes everything.")] = Path(
+        "demo-out"
+    ),
+    preset: Annotated[str, typer.Option(help="World size (tiny for a quick check).")] = "small",
+    progress: Progress = True,
+) -> None:
+    """Run the whole loop end to end on embedded defaults (no server needed)."""
+    from shortrec import pipelines
+
+    _run(lambda: pipelines.demo(out_dir, preset, progress))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
