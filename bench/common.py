@@ -25,8 +25,19 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / ".work"
 
-_PACKAGES = ("shortrec", "numpy", "polars", "pyarrow", "scipy", "torch", "faiss-cpu",
-             "onnxruntime", "fastapi", "redis", "scikit-learn")
+_PACKAGES = (
+    "shortrec",
+    "numpy",
+    "polars",
+    "pyarrow",
+    "scipy",
+    "torch",
+    "faiss-cpu",
+    "onnxruntime",
+    "fastapi",
+    "redis",
+    "scikit-learn",
+)
 
 
 def cpu_name() -> str:

@@ -51,9 +51,8 @@ def render(results: list[dict[str, Any]]) -> str:
             "|---|---|",
         ]
         for k, v in r["metrics"].items():
-            if isinstance(v, dict | list):
-                v = json.dumps(v, sort_keys=True)
-            lines.append(f"| {k} | {_fmt(v)} |")
+            shown = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else _fmt(v)
+            lines.append(f"| {k} | {shown} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -61,8 +61,9 @@ def read_manifest(art: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise BundleError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from e
     if doc.get("bundle_format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: bundle_format {doc.get('bundle_format')!r}, "
-                          f"expected {BUNDLE_FORMAT}")
+        raise BundleError(
+            f"{path}: bundle_format {doc.get('bundle_format')!r}, expected {BUNDLE_FORMAT}"
+        )
     return doc
 
 
@@ -115,8 +116,10 @@ def write_component(
     doc.setdefault("components", {})[name] = entry
     doc["model_version"] = hashlib.sha256(
         json.dumps(
-            {k: (v["config_hash"], v["data_fingerprint"], v["written_at"])
-             for k, v in sorted(doc["components"].items())},
+            {
+                k: (v["config_hash"], v["data_fingerprint"], v["written_at"])
+                for k, v in sorted(doc["components"].items())
+            },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:12]
@@ -129,7 +132,7 @@ def component_dir(art: Path, name: str) -> Path:
     if name not in doc.get("components", {}):
         have = sorted(doc.get("components", {}))
         raise BundleError(f"{Path(art) / MANIFEST}: no component {name!r} (have: {have})")
-    path = Path(art) / doc["components"][name]["path"]
+    path = Path(art) / str(doc["components"][name]["path"])
     if not path.is_dir():
         raise BundleError(f"{path}: component directory missing")
     return path

@@ -55,7 +55,9 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 
 @app.command()
 def generate(
-    preset: Annotated[str, typer.Option(help="World size: tiny, small, medium or large.")] = "small",
+    preset: Annotated[
+        str, typer.Option(help="World size: tiny, small, medium or large.")
+    ] = "small",
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")] = Path(
         "data/small"
     ),
@@ -72,12 +74,20 @@ def generate(
 
 @app.command()
 def ingest(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=(
-        "movielens, kuairec, kuairand, seq-pairs, seq-lines or csv."))],
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            metavar="FORMAT", help=("movielens, kuairec, kuairand, seq-pairs, seq-lines or csv.")
+        ),
+    ],
     src: Annotated[Path, typer.Argument(help="Source file or directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
-    mapping: Annotated[Path | None, typer.Option(help=(
-        "For csv: JSON file mapping schema column names to source column names."))] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help=("For csv: JSON file mapping schema column names to source column names.")
+        ),
+    ] = None,
     skip_threshold_s: Annotated[float, typer.Option(help="Fast-swipe threshold, seconds.")] = 2.0,
     progress: Progress = True,
 ) -> None:
@@ -114,31 +124,36 @@ def validate(
 def evaluate(
     data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory (after etl).")],
     artifacts: Annotated[Path | None, typer.Option(help="Artifact bundle (models).")] = None,
-    protocol: Annotated[str, typer.Option(help=(
-        "temporal, loo-full, loo-sampled or oracle (synthetic worlds only)."))] = "temporal",
+    protocol: Annotated[
+        str,
+        typer.Option(help=("temporal, loo-full, loo-sampled or oracle (synthetic worlds only).")),
+    ] = "temporal",
     k: Annotated[int, typer.Option(help="Cut-off for the headline metrics.")] = 10,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = (
         None
     ),
-    report_dir: Annotated[Path | None, typer.Option(help=(
-        "Directory for the full report (JSON, markdown, plots)."))] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help=("Directory for the full report (JSON, markdown, plots)."))
+    ] = None,
     max_users: Annotated[int | None, typer.Option(help="Evaluate a sample of users.")] = None,
     progress: Progress = True,
 ) -> None:
     """Evaluate baselines (and trained models) under one protocol and print the table."""
     from shortrec import pipelines
 
-    md = _run(lambda: pipelines.evaluate(
-        data_dir, artifacts, protocol, k, json_out, report_dir, max_users, progress
-    ))
+    md = _run(
+        lambda: pipelines.evaluate(
+            data_dir, artifacts, protocol, k, json_out, report_dir, max_users, progress
+        )
+    )
     out.print(md)
 
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes everything.")] = Path(
-        "demo-out"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Where the demo writes everything.")
+    ] = Path("demo-out"),
     preset: Annotated[str, typer.Option(help="World size (tiny for a quick check).")] = "small",
     progress: Progress = True,
 ) -> None:

@@ -28,7 +28,9 @@ def generate(
 ) -> dict[str, Any]:
     """Generate a synthetic world into ``out`` (and its realism report under ``out/report``)."""
     if preset not in ("tiny", "small", "medium", "large"):
-        raise S.BadInput(f"--preset: unknown preset {preset!r}; expected tiny, small, medium, large")
+        raise S.BadInput(
+            f"--preset: unknown preset {preset!r}; expected tiny, small, medium, large"
+        )
     from shortrec.data import simulator
 
     config = SimConfig.preset_config(preset, seed=seed)  # type: ignore[arg-type]
@@ -163,17 +165,28 @@ def demo(out: Path, preset: str = "small", progress: bool = True) -> dict[str, A
         console.print(f"[green]{name}[/] done in {time.perf_counter() - t0:.1f}s")
         return value
 
-    gen = stage("generate", "check disk space and `shortrec generate --help`",
-                lambda: generate(preset, 0, data_dir, report=True, progress=progress))
+    gen = stage(
+        "generate",
+        "check disk space and `shortrec generate --help`",
+        lambda: generate(preset, 0, data_dir, report=True, progress=progress),
+    )
     results["generate"] = {k: gen[k] for k in gen if k != "realism"}
-    stage("validate", "the generator wrote invalid tables: file a bug with the message",
-          lambda: validate(data_dir))
-    results["etl"] = stage("etl", "see `shortrec etl --help`",
-                           lambda: etl(data_dir, progress=progress))
+    stage(
+        "validate",
+        "the generator wrote invalid tables: file a bug with the message",
+        lambda: validate(data_dir),
+    )
+    results["etl"] = stage(
+        "etl", "see `shortrec etl --help`", lambda: etl(data_dir, progress=progress)
+    )
     for protocol in ("temporal", "oracle"):
-        md = stage(f"evaluate ({protocol})", "see `shortrec evaluate --help`",
-                   lambda p=protocol: evaluate(data_dir, None, p, 10,
-                                               report_dir=out / "eval" / p, progress=progress))
+        md = stage(
+            f"evaluate ({protocol})",
+            "see `shortrec evaluate --help`",
+            lambda p=protocol: evaluate(
+                data_dir, None, p, 10, report_dir=out / "eval" / p, progress=progress
+            ),
+        )
         console.print(md)
     results["seconds"] = round(time.perf_counter() - t_all, 1)
     summary_path = out / "demo-summary.json"
@@ -185,4 +198,3 @@ def demo(out: Path, preset: str = "small", progress: bool = True) -> dict[str, A
     console.print(f"summary:          {summary_path}")
     console.print("benchmarks:       docs/benchmarks.md")
     return results
-

@@ -22,9 +22,10 @@ def test_component_written_atomically_and_recorded(tmp_path: Path) -> None:
     v1 = doc["model_version"]
     assert (artifacts.component_dir(tmp_path, "ranker") / "w.bin").read_bytes() == b"1"
 
-    with pytest.raises(ValueError, match="bad"), artifacts.write_component(
-        tmp_path, "ranker", EtlConfig(valid_frac=0.2), "fp2"
-    ) as (d, _):
+    with (
+        pytest.raises(ValueError, match="bad"),
+        artifacts.write_component(tmp_path, "ranker", EtlConfig(valid_frac=0.2), "fp2") as (d, _),
+    ):
         (d / "w.bin").write_bytes(b"2")
         raise ValueError("bad")
     assert (tmp_path / "ranker" / "w.bin").read_bytes() == b"1"

@@ -7,8 +7,16 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "shortrec"
 BOTTOM = {"config", "domain", "schema", "artifacts"}
-MIDDLE = {"data", "retrieval", "ranking", "rerank", "evaluation", "experiments", "store",
-          "monitoring"}
+MIDDLE = {
+    "data",
+    "retrieval",
+    "ranking",
+    "rerank",
+    "evaluation",
+    "experiments",
+    "store",
+    "monitoring",
+}
 TRAINING = {"data", "evaluation"}
 THIRD_PARTY_HOME = {
     "faiss": {"retrieval/index.py"},

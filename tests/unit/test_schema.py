@@ -47,8 +47,10 @@ def test_every_violation_is_reported_with_counts_and_examples() -> None:
 
 
 def test_missing_wrong_type_and_extra_columns() -> None:
-    df = _events().drop(S.TS).with_columns(
-        pl.col(S.VIDEO_IDX).cast(pl.Int64), pl.lit(1).alias("surprise")
+    df = (
+        _events()
+        .drop(S.TS)
+        .with_columns(pl.col(S.VIDEO_IDX).cast(pl.Int64), pl.lit(1).alias("surprise"))
     )
     msgs = [str(v) for v in S.validate(df, S.EVENTS)]
     assert "events.ts: missing column" in msgs
@@ -73,9 +75,7 @@ def test_conform_orders_columns_and_adds_nullable_ones() -> None:
 
 
 def test_set_membership_checks() -> None:
-    users = S.conform(
-        pl.DataFrame({S.USER_IDX: [0, 1], S.DEVICE: ["ios", "toaster"]}), S.USERS
-    )
+    users = S.conform(pl.DataFrame({S.USER_IDX: [0, 1], S.DEVICE: ["ios", "toaster"]}), S.USERS)
     (v,) = S.validate(users, S.USERS)
     assert v.column == S.DEVICE
     assert v.examples == ("'toaster'",)

@@ -108,9 +108,7 @@ def read_json(path: Path) -> Any:
 def vocab_frame(ids: list[str] | pl.Series) -> pl.DataFrame:
     """Vocabulary table for external ids in index order (index i -> ids[i])."""
     s = pl.Series(S.ID, ids, dtype=pl.String)
-    return pl.DataFrame(
-        {S.IDX: pl.int_range(0, s.len(), dtype=pl.Int32, eager=True), S.ID: s}
-    )
+    return pl.DataFrame({S.IDX: pl.int_range(0, s.len(), dtype=pl.Int32, eager=True), S.ID: s})
 
 
 @dataclass(frozen=True)
