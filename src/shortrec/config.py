@@ -59,17 +59,18 @@ class SimBehavior(StrictModel):
     creator_window: int = Field(default=6, ge=1, le=64)
     seen_window: int = Field(default=32, ge=1, le=256)
     # outcomes
-    skip_bias: float = 0.2
+    skip_bias: float = -0.5
     skip_min_frac: float = Field(default=0.15, ge=0, lt=1)
-    complete_bias: float = -0.6
+    complete_bias: float = 0.0
     complete_slope: float = Field(default=0.8, ge=0)
     complete_duration: float = Field(default=0.9, ge=0)
-    partial_bias: float = -0.3
+    partial_bias: float = 0.2
     partial_slope: float = Field(default=0.6, ge=0)
     replay_bias: float = -2.5
     replay_slope: float = Field(default=0.6, ge=0)
     replay_cap: float = Field(default=0.8, gt=0, lt=1)
     max_replays: int = Field(default=9, ge=0, le=50)
+    loop_tail: float = Field(default=0.3, ge=0, lt=1)
     like_bias: float = -4.6
     like_slope: float = Field(default=0.7, ge=0)
     like_complete: float = Field(default=1.2, ge=0)
@@ -88,6 +89,7 @@ class SimBehavior(StrictModel):
     quit_engagement: float = Field(default=0.25, ge=0)
     budget_median_s: float = Field(default=600.0, gt=0)
     budget_sd_log: float = Field(default=0.8, ge=0)
+    budget_max_s: float = Field(default=3_600.0, gt=0)
     swipe_gap_s: float = Field(default=0.4, ge=0)
     max_session_len: int = Field(default=400, ge=1)
 
@@ -110,14 +112,14 @@ class SimConfig(StrictModel):
     horizon_days: float = Field(default=14.0, gt=0)
     start: str = "2026-01-01T00:00:00+00:00"
     skip_threshold_s: float = Field(default=DEFAULT_SKIP_THRESHOLD_S, gt=0, lt=5.0)
-    chunk_users: int = Field(default=50_000, ge=1)
+    chunk_users: int = Field(default=10_000, ge=1)
     #: users: sparse interests (topics with weight > 0 per user, Dirichlet concentration)
     user_topics_min: int = Field(default=1, ge=1)
     user_topics_max: int = Field(default=4, ge=1)
     interest_alpha: float = Field(default=0.7, gt=0)
     latent_dim: int = Field(default=8, ge=1, le=64)
     #: activity: sessions per day per user ~ lognormal(log(median), sd) (heavy-tailed)
-    sessions_per_day: float = Field(default=1.0, gt=0)
+    sessions_per_day: float = Field(default=0.65, gt=0)
     activity_sd_log: float = Field(default=1.0, ge=0)
     new_user_frac: float = Field(default=0.2, ge=0, le=1)
     #: share of the topic mixture a user's interests move to over the horizon (drift)
@@ -143,6 +145,8 @@ class SimConfig(StrictModel):
     def _consistent(self) -> SimConfig:
         if self.user_topics_max < self.user_topics_min:
             raise ValueError("user_topics_max must be >= user_topics_min")
+        if self.n_tags < self.n_topics:
+            raise ValueError("n_tags must be >= n_topics (every topic needs its own tags)")
         if self.policy_trending + self.policy_interest + self.policy_explore <= 0:
             raise ValueError("the logging policy mix must have a positive weight")
         return self
@@ -150,13 +154,19 @@ class SimConfig(StrictModel):
     @staticmethod
     def preset_config(name: Preset, seed: int = 0) -> SimConfig:
         sizes: dict[str, dict[str, Any]] = {
-            "tiny": dict(n_users=200, n_videos=600, n_creators=60, n_topics=8, n_tags=64,
-                         horizon_days=14.0),
+            "tiny": dict(
+                n_users=200, n_videos=600, n_creators=60, n_topics=8, n_tags=64, horizon_days=14.0
+            ),
             "small": dict(n_users=2_000, n_videos=5_000, n_creators=500, horizon_days=14.0),
-            "medium": dict(n_users=20_000, n_videos=50_000, n_creators=5_000,
-                           horizon_days=21.0),
-            "large": dict(n_users=200_000, n_videos=1_000_000, n_creators=50_000,
-                          n_topics=48, n_tags=2_000, horizon_days=42.0, chunk_users=16_000),
+            "medium": dict(n_users=20_000, n_videos=50_000, n_creators=5_000, horizon_days=21.0),
+            "large": dict(
+                n_users=200_000,
+                n_videos=1_000_000,
+                n_creators=50_000,
+                n_topics=48,
+                n_tags=2_000,
+                horizon_days=42.0,
+            ),
         }
         if name not in sizes:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(sizes)}")
@@ -165,22 +175,49 @@ class SimConfig(StrictModel):
 
 # ---------------------------------------------------------------- data: ingestion
 class IngestConfig(StrictModel):
-    """Ingestion of real logs. Owned by ``data/ingest.py``."""
+    """Ingestion of real logs. Owned by ``data/ingest.py``; see ``docs/ingestion.md``.
+
+    ``skip_threshold_s``: a view shorter than this (seconds) is a skip (derived where the source
+    logs watch time). ``drop_missing_ts``: drop records without a timestamp (counted in the
+    manifest) instead of failing. ``like_rating_threshold``: MovieLens derives ``liked`` as
+    ``rating >= threshold`` (an explicit positive rating); None leaves ``liked`` null.
+    ``kuairec_matrix``: which KuaiRec matrix a directory source means. ``csv_ts_unit``: unit of
+    numeric epoch timestamps in the generic ``csv`` format (text timestamps are ISO 8601).
+    ``events_per_part``: rows per ``events/part-*.parquet`` file.
+    """
 
     skip_threshold_s: float = Field(default=DEFAULT_SKIP_THRESHOLD_S, gt=0)
+    drop_missing_ts: bool = True
+    like_rating_threshold: float | None = 4.0
+    kuairec_matrix: Literal["big", "small"] = "big"
+    csv_ts_unit: Literal["s", "ms", "us"] = "s"
+    events_per_part: int = Field(default=1_000_000, ge=1)
 
 
 # ---------------------------------------------------------------- data: ETL
 class EtlConfig(StrictModel):
-    """Leakage-free ETL. Owned by ``data/etl.py``."""
+    """Leakage-free ETL. Owned by ``data/etl.py``; ``docs/etl.md`` describes every field.
+
+    Cut-offs are fractions of the event time range: ``test_start = t_max - test_frac * span``,
+    ``valid_start = test_start - valid_frac * span``. ``n_buckets=None`` picks the number of user
+    buckets from the event count (about ``events_per_bucket`` each); the output does not depend
+    on it. Datasets with at most ``full_validation_max_events`` events are fully validated.
+    Output parquet files use ``compression`` (``compression_level`` applies to zstd only;
+    intermediate files are uncompressed Arrow IPC).
+    """
 
     valid_frac: float = Field(default=0.1, ge=0, lt=0.5)
     test_frac: float = Field(default=0.1, gt=0, lt=0.5)
     session_gap_s: float = Field(default=1800.0, gt=0)
     prior_strength: float = Field(default=20.0, ge=0)
     tag_half_life_days: float = Field(default=7.0, gt=0)
-    n_buckets: int = Field(default=1, ge=1)
+    n_buckets: int | None = Field(default=None, ge=1)
+    events_per_bucket: int = Field(default=4_000_000, ge=1)
     history_len: int = Field(default=50, ge=1)
+    complete_ratio: float = Field(default=0.9, gt=0)
+    full_validation_max_events: int = Field(default=2_000_000, ge=0)
+    compression: Literal["zstd", "lz4", "snappy", "uncompressed"] = "zstd"
+    compression_level: int | None = Field(default=1, ge=1, le=22)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -188,7 +225,16 @@ Protocol = Literal["temporal", "loo-full", "loo-sampled", "oracle"]
 
 
 class EvalConfig(StrictModel):
-    """Offline evaluation. Owned by ``evaluation/``."""
+    """Offline evaluation. Owned by ``evaluation/``; see ``docs/evaluation.md``.
+
+    ``k`` is the headline cut-off and ``ks`` the cut-offs of the metric-vs-k curves (``k`` is
+    always added). ``relevance_cap`` clips the watch-ratio gain (replays beyond it count the
+    same). Pairwise diversity (intra-list diversity) is computed for cut-offs up to
+    ``pairwise_max_k`` only, as its cost grows with k². ``oracle_ideal_sample`` items per user
+    (sampled uniformly from the eligible unseen catalogue, or the whole of it when smaller)
+    give the oracle protocol's ideal ordering. ``embedding_dim`` sizes the truncated-SVD item
+    embedding used for embedding diversity when none is passed to the runner.
+    """
 
     protocol: Protocol = "temporal"
     k: int = Field(default=10, ge=1)
@@ -198,6 +244,15 @@ class EvalConfig(StrictModel):
     max_users: int | None = Field(default=None, ge=1)
     user_batch: int = Field(default=1024, ge=1)
     seed: int = 0
+    relevance_cap: float = Field(default=2.0, gt=0)
+    pairwise_max_k: int = Field(default=20, ge=2)
+    oracle_ideal_sample: int = Field(default=1000, ge=1)
+    embedding_dim: int = Field(default=32, ge=1)
+
+    @property
+    def cutoffs(self) -> tuple[int, ...]:
+        """``ks`` with ``k`` added, ascending and de-duplicated (each must be >= 1)."""
+        return tuple(sorted({*self.ks, self.k}))
 
 
 # ---- retrieval (owned by retrieval/)
@@ -278,7 +333,12 @@ class TwoTowerConfig(StrictModel):
 
 
 class IndexConfig(StrictModel):
-    """FAISS index: exact (flat inner product) up to ``exact_max`` vectors, ANN above."""
+    """FAISS index: exact (flat inner product) up to ``exact_max`` vectors, ANN above.
+
+    ``threads`` OpenMP threads build the index; searches then run on ``search_threads``: one
+    query per request parallelises across requests, and on a busy 2-core machine a 2-thread
+    single-query search was measured 70x slower (28 ms vs 0.4 ms p50 at 50k) than 1 thread.
+    """
 
     exact_max: int = Field(default=100_000, ge=1)
     ann: Literal["hnsw", "ivf"] = "hnsw"
@@ -288,26 +348,35 @@ class IndexConfig(StrictModel):
     ivf_nlist: int | None = Field(default=None, ge=1)
     ivf_nprobe: int = Field(default=32, ge=1)
     threads: int = Field(default=2, ge=1)
+    search_threads: int = Field(default=1, ge=1)
 
 
 class MergeConfig(StrictModel):
     """Merge: per-source quotas (fractions of ``total``), dedupe, seen-filter.
 
     ``quotas`` serve users with a history; ``cold_quotas`` users without one. Each source is
-    asked for ``ceil(quota * total * oversample)`` candidates so that dedupe and the seen-filter
-    still leave enough; slots a source cannot fill go to the others' next candidates.
+    asked for ``ceil(quota * total * oversample)`` candidates plus up to ``seen_slack`` more (as
+    many as the user has seen videos) so that dedupe and the seen-filter still leave enough;
+    slots a source cannot fill go to the others' next candidates. The merged order is weighted
+    reciprocal-rank fusion (Cormack et al., SIGIR 2009) with weight = quota and constant
+    ``rrf_k``.
     """
 
     total: int = Field(default=500, ge=1)
     quotas: dict[str, float] = Field(
         default_factory=lambda: {
-            "two_tower": 0.45, "tags": 0.2, "trending": 0.15, "fresh": 0.1, "explore": 0.1,
+            "two_tower": 0.45,
+            "tags": 0.2,
+            "trending": 0.15,
+            "fresh": 0.1,
+            "explore": 0.1,
         }
     )
     cold_quotas: dict[str, float] = Field(
         default_factory=lambda: {"trending": 0.5, "explore": 0.4, "fresh": 0.1}
     )
     oversample: float = Field(default=1.5, ge=1.0)
+    seen_slack: int = Field(default=1_000, ge=0)
     rrf_k: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
@@ -315,8 +384,9 @@ class MergeConfig(StrictModel):
         for field, quotas in (("quotas", self.quotas), ("cold_quotas", self.cold_quotas)):
             unknown = sorted(set(quotas) - set(RETRIEVAL_SOURCES))
             if unknown:
-                raise ValueError(f"{field}: unknown source(s) {unknown}; "
-                                 f"expected some of {RETRIEVAL_SOURCES}")
+                raise ValueError(
+                    f"{field}: unknown source(s) {unknown}; expected some of {RETRIEVAL_SOURCES}"
+                )
             if any(q < 0 for q in quotas.values()):
                 raise ValueError(f"{field}: quotas must be >= 0")
             total = sum(quotas.values())
@@ -337,3 +407,318 @@ class RetrievalConfig(StrictModel):
     index: IndexConfig = IndexConfig()
     merge: MergeConfig = MergeConfig()
     n_candidates: int = Field(default=500, ge=1)
+
+
+# ---- ranking and re-ranking (owned by ranking/, rerank/)
+RANK_TASKS = ("engage", "complete", "like", "diversity")
+
+
+class RankerConfig(StrictModel):
+    """Multi-task Transformer ranker and its training (``ranking/``; see ``docs/ranking.md``).
+
+    Ablations and sweeps are switches here: ``encoder="mean"`` (mean pooling instead of the
+    Transformer), ``tasks=("engage",)`` (single task), ``diversity_lambda=0`` (no diversity loss).
+    """
+
+    # features
+    history_len: int = Field(default=50, ge=1, le=512)
+    max_tags: int = Field(default=8, ge=1, le=64)
+    max_id_buckets: int = Field(default=200_000, ge=1)
+    max_creator_buckets: int = Field(default=50_000, ge=1)
+    duration_edges_s: tuple[float, ...] = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+    recent_skip_window: int = Field(default=5, ge=1)
+    stats_prior: float = Field(default=20.0, ge=0)
+    source_names: tuple[str, ...] = ("two_tower", "tags", "trending", "fresh", "explore")
+    # architecture
+    encoder: Literal["transformer", "mean"] = "transformer"
+    d_model: int = Field(default=64, ge=8)
+    n_heads: int = Field(default=2, ge=1)
+    n_layers: int = Field(default=2, ge=1)
+    ff_mult: int = Field(default=2, ge=1)
+    head_hidden: int = Field(default=64, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    # tasks, labels and the final score
+    tasks: tuple[str, ...] = RANK_TASKS
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"engage": 1.0, "complete": 0.5, "like": 0.5, "diversity": 0.3}
+    )
+    score_weights: dict[str, float] = Field(
+        default_factory=lambda: {"engage": 1.0, "complete": 0.5, "like": 1.0, "diversity": 0.3}
+    )
+    complete_mode: Literal["binary", "regression"] = "binary"
+    complete_threshold: float = Field(default=0.8, gt=0)
+    complete_cap: float = Field(default=1.5, gt=0)
+    novelty_lookback: int = Field(default=10, ge=1)
+    # intra-list diversity loss
+    diversity_lambda: float = Field(default=0.1, ge=0)
+    diversity_tau: float = Field(default=0.2, gt=0)
+    diversity_similarity: Literal["tags", "embedding"] = "tags"
+    # training
+    negatives: Literal["auto", "exposure", "sampled"] = "auto"
+    n_sampled_negatives: int = Field(default=8, ge=1)
+    max_list_len: int = Field(default=16, ge=2)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    max_epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=2, ge=1)
+    max_train_lists: int | None = Field(default=None, ge=1)
+    max_valid_lists: int = Field(default=2_000, ge=1)
+    eval_k: int = Field(default=10, ge=1)
+    threads: int = Field(default=2, ge=1)
+    # export and serving
+    export_onnx: bool = True
+    parity_tol: float = Field(default=1e-4, gt=0)
+    backend: Literal["onnx", "torch"] = "onnx"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RankerConfig:
+        unknown = sorted(set(self.tasks) - set(RANK_TASKS))
+        if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names from {RANK_TASKS}, got {self.tasks}")
+        for name, weights in (("loss_weights", self.loss_weights),
+                              ("score_weights", self.score_weights)):
+            bad = sorted(set(weights) - set(RANK_TASKS))
+            if bad or any(w < 0 for w in weights.values()):
+                raise ValueError(f"{name}: unknown tasks {bad} or negative weights")
+        if not any(self.score_weights.get(t, 0.0) > 0 for t in self.tasks):
+            raise ValueError("score_weights must give a positive weight to an enabled task")
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+        if list(self.duration_edges_s) != sorted(self.duration_edges_s):
+            raise ValueError("duration_edges_s must be increasing")
+        return self
+
+
+class RerankConfig(StrictModel):
+    """Diversity re-ranking (``rerank/``): MMR or greedy DPP, then creator/topic caps.
+
+    ``trade_off`` in [0, 1] weighs relevance against diversity: MMR's lambda, and for DPP the
+    quality exponent ``theta`` of the kernel ``L = diag(exp(a r)) S diag(exp(a r))`` with
+    ``a = theta / (2 (1 - theta))`` (Chen et al., NeurIPS 2018, section 4).
+    """
+
+    method: Literal["mmr", "dpp", "none"] = "dpp"
+    k: int = Field(default=20, ge=1)
+    trade_off: float = Field(default=0.7, ge=0, le=1)
+    max_per_creator: int | None = Field(default=2, ge=1)
+    max_per_topic: int | None = Field(default=4, ge=1)
+    lookback: int = Field(default=20, ge=0)
+    dpp_epsilon: float = Field(default=1e-6, gt=0)
+
+
+# ---- experiments (owned by experiments/)
+#: Number of hash buckets per layer / experiment; bucket ranges are half-open ``[lo, hi)``.
+EXPERIMENT_BUCKETS = 10_000
+_EXP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ScalarParam = str | int | float | bool
+
+
+class ArmOverrides(StrictModel):
+    """What one arm changes in the serving stack; ``None`` (or an empty ``params``) = unchanged.
+
+    ``model_version`` picks the ranker bundle; ``source_quotas`` replaces
+    ``MergeConfig.quotas`` as a whole; ``diversity_trade_off`` replaces
+    ``RerankConfig.trade_off``; ``reranker`` replaces ``RerankConfig.method``; ``params`` holds
+    further typed scalar knobs by name (for components added later).
+    """
+
+    model_version: str | None = None
+    source_quotas: dict[str, float] | None = None
+    diversity_trade_off: float | None = Field(default=None, ge=0, le=1)
+    reranker: Literal["mmr", "dpp", "none"] | None = None
+    params: dict[str, ScalarParam] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_quotas(self) -> ArmOverrides:
+        if self.source_quotas is not None:
+            MergeConfig(quotas=self.source_quotas)  # same rules as the merge step's own config
+        return self
+
+    def fields_set(self) -> set[str]:
+        """Names of the knobs this arm changes (``params.NAME`` for each free parameter)."""
+        out = {f for f in ("model_version", "source_quotas", "diversity_trade_off", "reranker")
+               if getattr(self, f) is not None}
+        return out | {f"params.{k}" for k in self.params}
+
+
+class ArmConfig(StrictModel):
+    """One arm: a name, its allocation weight (relative to its siblings) and its overrides."""
+
+    name: str = Field(pattern=_EXP_NAME)
+    weight: float = Field(default=1.0, gt=0)
+    overrides: ArmOverrides = ArmOverrides()
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment, declared in a TOML file (``[[experiments]]``; see docs/experiments.md).
+
+    Users are hashed into ``EXPERIMENT_BUCKETS`` buckets per layer (salt of the layer); the
+    experiment owns the layer buckets ``buckets = [lo, hi)``, so experiments of one layer with
+    disjoint ranges are mutually exclusive. Inside it, a second hash salted with ``salt``
+    (default: the name) splits users over the arms by ``weight``. ``forced`` pins QA users
+    (external user id -> arm) regardless of hashing and holdout.
+    """
+
+    name: str = Field(pattern=_EXP_NAME)
+    description: str = ""
+    layer: str = Field(default="default", pattern=_EXP_NAME)
+    salt: str | None = None
+    enabled: bool = True
+    buckets: tuple[int, int] = (0, EXPERIMENT_BUCKETS)
+    control: str | None = None
+    arms: tuple[ArmConfig, ...] = Field(min_length=2)
+    forced: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        lo, hi = self.buckets
+        if not 0 <= lo < hi <= EXPERIMENT_BUCKETS:
+            raise ValueError(f"buckets must satisfy 0 <= lo < hi <= {EXPERIMENT_BUCKETS}, "
+                             f"got [{lo}, {hi})")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be distinct, got {names}")
+        if self.control is not None and self.control not in names:
+            raise ValueError(f"control {self.control!r} is not an arm; arms are {names}")
+        bad = {u: a for u, a in self.forced.items() if a not in names}
+        if bad:
+            raise ValueError(f"forced users pinned to unknown arms {bad}; arms are {names}")
+        return self
+
+    @property
+    def control_arm(self) -> str:
+        """The arm every other arm is compared with (``control``, default the first arm)."""
+        return self.control if self.control is not None else self.arms[0].name
+
+    @property
+    def hash_salt(self) -> str:
+        return self.salt if self.salt is not None else self.name
+
+
+class LayerConfig(StrictModel):
+    """A layer: experiments in different layers are assigned independently (orthogonal)."""
+
+    salt: str | None = None
+
+
+class HoldoutConfig(StrictModel):
+    """Global holdout: a ``fraction`` of users (hashed with ``salt``) sees no experiment."""
+
+    salt: str = Field(default="holdout", min_length=1)
+    fraction: float = Field(default=0.0, ge=0, le=0.5)
+
+
+class ExperimentsConfig(StrictModel):
+    """The root of an experiments TOML file: holdout, layers and experiments.
+
+    Checks: distinct experiment names; bucket ranges of enabled experiments in one layer do not
+    overlap; one QA user is forced into at most one experiment per layer; and no knob is changed
+    by experiments in two different layers (layers must own disjoint knobs, or the merged
+    overrides would depend on assignment order).
+    """
+
+    version: int = Field(default=1, ge=1, le=1)
+    holdout: HoldoutConfig = HoldoutConfig()
+    layers: dict[str, LayerConfig] = Field(default_factory=dict)
+    experiments: tuple[ExperimentConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentsConfig:
+        names = [e.name for e in self.experiments]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"experiment names must be distinct; repeated: {dup}")
+        unknown = sorted({e.layer for e in self.experiments} - set(self.layers) - {"default"})
+        if unknown and self.layers:
+            raise ValueError(f"experiments use undeclared layers {unknown}; "
+                             f"declared: {sorted(self.layers)}")
+        live = [e for e in self.experiments if e.enabled]
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                if a.layer != b.layer:
+                    continue
+                if a.buckets[0] < b.buckets[1] and b.buckets[0] < a.buckets[1]:
+                    raise ValueError(f"experiments {a.name!r} and {b.name!r} share layer "
+                                     f"{a.layer!r} and overlapping buckets {a.buckets}, "
+                                     f"{b.buckets}")
+                both = sorted(set(a.forced) & set(b.forced))
+                if both:
+                    raise ValueError(f"users {both} are forced into both {a.name!r} and "
+                                     f"{b.name!r} of layer {a.layer!r}")
+        owner: dict[str, str] = {}
+        for e in live:
+            for knob in set().union(*(arm.overrides.fields_set() for arm in e.arms)):
+                prev = owner.setdefault(knob, e.layer)
+                if prev != e.layer:
+                    raise ValueError(f"{knob!r} is changed in layers {prev!r} and {e.layer!r}; "
+                                     f"a knob must belong to one layer")
+        return self
+
+
+SequentialMetric = Literal[
+    "engagement_rate", "skip_rate", "watch_time_per_impression", "watch_ratio_per_impression",
+    "watch_time_per_user", "likes_per_user",
+]
+
+
+class AnalysisConfig(StrictModel):
+    """A/B log analysis (``experiments/analysis.py``; formulas in docs/experiments.md).
+
+    ``k``: cut-off of Diversity@k and NDCG@k of served feeds; ``gain_cap``: NDCG gain is
+    ``min(watch_ratio, gain_cap)`` (0 for a skip); ``n_bootstrap``: Poisson-bootstrap
+    replicates for the lift intervals (0 turns them off); ``srm_alpha``: p-value below which
+    the sample-ratio check fails; ``time_bin``: Polars duration of one step of the cumulative
+    lift curve; ``msprt_tau_rel``: mixing scale of the mSPRT as a share of the control mean.
+    """
+
+    k: int = Field(default=10, ge=2)
+    gain_cap: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    n_bootstrap: int = Field(default=1000, ge=0)
+    srm_alpha: float = Field(default=0.001, gt=0, lt=1)
+    cuped: bool = True
+    time_bin: str = Field(default="1d", pattern=r"^[0-9]+(us|ms|s|m|h|d|w)$")
+    sequential_metric: SequentialMetric = "watch_time_per_user"
+    msprt_tau_rel: float = Field(default=0.05, gt=0)
+    catalog_size: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+# ---- store (owned by store/)
+class StoreConfig(StrictModel):
+    """Online store (``store/``; ``docs/store.md`` describes the key layout and every bound).
+
+    Keys live under ``{key_prefix}:{key_version}:`` (bump ``key_version`` when the layout
+    changes, so old and new code never read each other's keys). Every key has a TTL or a bound:
+    ``*_cap`` bounds a per-user structure, ``*_ttl_s`` expires it after that much inactivity.
+    ``affinity_half_life_s`` and ``trending_half_life_s`` must match the offline tables that
+    ``publish`` loads (retrieval's ``TagSourceConfig.half_life_days`` and
+    ``TrendingConfig.half_life_hours``).
+    """
+
+    url: str = "redis://127.0.0.1:6379"
+    db: int = Field(default=0, ge=0)
+    key_prefix: str = Field(default="shortrec", pattern=r"^[A-Za-z0-9_.-]+$")
+    key_version: int = Field(default=1, ge=1)
+    connect_timeout_s: float = Field(default=0.25, gt=0)
+    socket_timeout_s: float = Field(default=0.25, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+    history_cap: int = Field(default=100, ge=1)
+    history_ttl_s: int = Field(default=30 * 86_400, ge=1)
+    seen_cap: int = Field(default=1_000, ge=1)
+    seen_ttl_s: int = Field(default=7 * 86_400, ge=1)
+    session_ttl_s: int = Field(default=3_600, ge=1)
+    session_recent_cap: int = Field(default=30, ge=1)
+    dedup_cap: int = Field(default=2_000, ge=1)
+    dedup_ttl_s: int = Field(default=2 * 86_400, ge=1)
+    affinity_half_life_s: float = Field(default=7 * 86_400.0, gt=0)
+    max_user_tags: int = Field(default=32, ge=1)
+    max_video_tags: int = Field(default=16, ge=1, le=255)
+    trending_half_life_s: float = Field(default=86_400.0, gt=0)
+    trending_cap: int = Field(default=10_000, ge=1)
+    stream_maxlen: int = Field(default=1_000_000, ge=1)
+    stream_claim_idle_ms: int = Field(default=30_000, ge=1)
+    old_version_grace_s: int = Field(default=60, ge=1)
+    publish_chunk: int = Field(default=5_000, ge=1)

@@ -317,3 +317,174 @@ def conform(df: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
                 schema.name, [Violation(schema.name, col.name, "missing column", 0)]
             )
     return df.select(exprs)
+
+
+# ---- ETL feature tables (owned by data/etl.py)
+# Labels of a ranker training sample.
+ENGAGE = "engage"
+COMPLETE = "complete"
+LIKE = "like"
+
+# Offline statistics (train split only; they serve online features).
+IMPRESSIONS = "impressions"
+ENGAGE_RATE = "engage_rate"
+WATCH_RATIO_MEAN = "watch_ratio_mean"
+SKIP_RATE = "skip_rate"
+LIKE_RATE = "like_rate"
+AFFINITY = "affinity"
+TAG_IMPRESSIONS = "tag_impressions"
+HIST_VIDEO_IDX = "hist_video_idx"
+HIST_TS = "hist_ts"
+TRAIN_IMPRESSIONS = "train_impressions"
+TRAIN_ENGAGED = "train_engaged"
+
+# Point-in-time features of a ranker training sample (only events strictly before it).
+F_USER_IMPRESSIONS = "f_user_impressions"
+F_USER_ENGAGE_RATE = "f_user_engage_rate"
+F_VIDEO_IMPRESSIONS = "f_video_impressions"
+F_VIDEO_ENGAGE_RATE = "f_video_engage_rate"
+F_VIDEO_WATCH_RATIO = "f_video_watch_ratio"
+F_VIDEO_SKIP_RATE = "f_video_skip_rate"
+F_VIDEO_LIKE_RATE = "f_video_like_rate"
+F_CREATOR_IMPRESSIONS = "f_creator_impressions"
+F_CREATOR_ENGAGE_RATE = "f_creator_engage_rate"
+F_CREATOR_WATCH_RATIO = "f_creator_watch_ratio"
+F_CREATOR_SKIP_RATE = "f_creator_skip_rate"
+F_CREATOR_LIKE_RATE = "f_creator_like_rate"
+F_TAG_AFFINITY = "f_tag_affinity"
+F_VIDEO_AGE_H = "f_video_age_h"
+F_SESSION_POSITION = "f_session_position"
+F_SESSION_SKIPS = "f_session_skips"
+F_SINCE_PREV_S = "f_since_prev_s"
+
+
+def _rate_col(name: str, doc: str) -> Column:
+    return Column(name, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0", doc=doc)
+
+
+def _count_col(name: str, doc: str) -> Column:
+    return Column(name, pl.Int64(), check=_nonneg, check_text=">= 0", doc=doc)
+
+
+_STAT_COLUMNS = (
+    _count_col(IMPRESSIONS, "Train-split impressions."),
+    _rate_col(ENGAGE_RATE, "Smoothed share of impressions not skipped (null skipped = engaged)."),
+    _rate_col(WATCH_RATIO_MEAN, "Smoothed mean watch ratio over non-null watch ratios."),
+    _rate_col(SKIP_RATE, "Smoothed share skipped over non-null `skipped`; null without data."),
+    _rate_col(LIKE_RATE, "Smoothed share liked over non-null `liked`; null without data."),
+)
+
+VIDEO_STATS = TableSchema(
+    name="video_stats",
+    doc="Per-video statistics of the train split, smoothed toward the global train mean.",
+    unique=(VIDEO_IDX,),
+    columns=(
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense video index."),
+        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense creator index."),
+        *_STAT_COLUMNS,
+    ),
+)
+
+CREATOR_STATS = TableSchema(
+    name="creator_stats",
+    doc="Per-creator statistics of the train split, smoothed toward the global train mean.",
+    unique=(CREATOR_IDX,),
+    columns=(
+        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense creator index."),
+        *_STAT_COLUMNS,
+    ),
+)
+
+USER_TAG_AFFINITY = TableSchema(
+    name="user_tag_affinity",
+    doc="Per (user, tag) exponentially decayed count of engaged train impressions, as of the "
+        "valid cut-off.",
+    unique=(USER_IDX, TAG_IDX),
+    columns=(
+        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
+        Column(TAG_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense tag index."),
+        Column(AFFINITY, pl.Float32(), check=_nonneg, check_text=">= 0",
+               doc="sum of 2^(-(valid_start - ts) / half_life) over engaged impressions."),
+        _count_col(TAG_IMPRESSIONS, "Train impressions of videos with the tag (undecayed)."),
+    ),
+)
+
+HISTORIES = TableSchema(
+    name="histories",
+    doc="Per-user chronological history: the last `history_len` engaged train impressions.",
+    unique=(USER_IDX,),
+    columns=(
+        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
+        Column(HIST_VIDEO_IDX, pl.List(pl.Int32()),
+               doc="Videos, oldest first, ordered by (ts, event_id)."),
+        Column(HIST_TS, pl.List(UTC_TS), doc="Impression times matching hist_video_idx."),
+        _count_col(TRAIN_IMPRESSIONS, "All train impressions of the user."),
+        _count_col(TRAIN_ENGAGED, "Engaged train impressions of the user."),
+    ),
+)
+
+#: Feature columns of a ranker training sample, in order.
+SAMPLE_FEATURES = (
+    F_USER_IMPRESSIONS, F_USER_ENGAGE_RATE,
+    F_VIDEO_IMPRESSIONS, F_VIDEO_ENGAGE_RATE, F_VIDEO_WATCH_RATIO, F_VIDEO_SKIP_RATE,
+    F_VIDEO_LIKE_RATE,
+    F_CREATOR_IMPRESSIONS, F_CREATOR_ENGAGE_RATE, F_CREATOR_WATCH_RATIO, F_CREATOR_SKIP_RATE,
+    F_CREATOR_LIKE_RATE,
+    F_TAG_AFFINITY, F_VIDEO_AGE_H, F_SESSION_POSITION, F_SESSION_SKIPS, F_SINCE_PREV_S,
+)
+
+SAMPLES = TableSchema(
+    name="samples",
+    doc="Ranker training samples: one per impression, every feature computed only from events "
+        "strictly before it in (ts, event_id) order.",
+    unique=(EVENT_ID,),
+    columns=(
+        Column(EVENT_ID, pl.Int64(), check=_nonneg, check_text=">= 0", doc="Impression id."),
+        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense video index."),
+        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Dense creator index."),
+        Column(SESSION_ID, pl.Int64(), check=_nonneg, check_text=">= 0", doc="Session id."),
+        Column(TS, UTC_TS, doc="Impression time (UTC)."),
+        Column(SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
+               doc="Temporal split of the impression."),
+        Column(LOO_SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
+               doc="Leave-last-out split of the impression."),
+        Column(ENGAGE, pl.Boolean(), doc="Label: not skipped (null skipped counts as engaged)."),
+        Column(COMPLETE, pl.Boolean(), nullable=True,
+               doc="Label: watch_ratio >= EtlConfig.complete_ratio; null without watch data."),
+        Column(LIKE, pl.Boolean(), nullable=True, doc="Label: liked; null without like data."),
+        Column(WATCH_RATIO, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="Label: watch ratio."),
+        _count_col(F_USER_IMPRESSIONS, "The user's earlier impressions."),
+        _rate_col(F_USER_ENGAGE_RATE, "The user's smoothed engage rate so far."),
+        _count_col(F_VIDEO_IMPRESSIONS, "The video's earlier impressions (all users)."),
+        _rate_col(F_VIDEO_ENGAGE_RATE, "The video's smoothed engage rate so far."),
+        _rate_col(F_VIDEO_WATCH_RATIO, "The video's smoothed mean watch ratio so far."),
+        _rate_col(F_VIDEO_SKIP_RATE, "The video's smoothed skip rate so far."),
+        _rate_col(F_VIDEO_LIKE_RATE, "The video's smoothed like rate so far."),
+        _count_col(F_CREATOR_IMPRESSIONS, "The creator's earlier impressions (all users)."),
+        _rate_col(F_CREATOR_ENGAGE_RATE, "The creator's smoothed engage rate so far."),
+        _rate_col(F_CREATOR_WATCH_RATIO, "The creator's smoothed mean watch ratio so far."),
+        _rate_col(F_CREATOR_SKIP_RATE, "The creator's smoothed skip rate so far."),
+        _rate_col(F_CREATOR_LIKE_RATE, "The creator's smoothed like rate so far."),
+        Column(F_TAG_AFFINITY, pl.Float32(), check=_nonneg, check_text=">= 0",
+               doc="Mean over the video's tags of the user's decayed engaged count so far "
+                   "(0 for a video without tags)."),
+        Column(F_VIDEO_AGE_H, pl.Float32(), nullable=True,
+               doc="Hours since upload at ts; null without upload time."),
+        Column(F_SESSION_POSITION, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="0-based position in the session."),
+        Column(F_SESSION_SKIPS, pl.Int32(), check=_nonneg, check_text=">= 0",
+               doc="Skips earlier in the same session."),
+        Column(F_SINCE_PREV_S, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
+               doc="Seconds since the user's previous impression; null for the first."),
+    ),
+)
+
+TABLES.update(
+    {t.name: t for t in (VIDEO_STATS, CREATOR_STATS, USER_TAG_AFFINITY, HISTORIES, SAMPLES)}
+)

@@ -50,7 +50,7 @@ def dcg_at_k(gains: AnyFloat, k: int) -> F64:
     techniques", ACM TOIS 20(4), and scikit-learn's ``dcg_score``.
     """
     _check_k(gains, k)
-    return np.asarray(gains[:, :k], dtype=np.float64) @ discounts(k)
+    return np.asarray(np.asarray(gains[:, :k], dtype=np.float64) @ discounts(k))
 
 
 def ndcg_at_k(gains: AnyFloat, ideal: AnyFloat, k: int) -> F64:
@@ -63,7 +63,7 @@ def ndcg_at_k(gains: AnyFloat, ideal: AnyFloat, k: int) -> F64:
     _check_k(ideal, k)
     dcg = dcg_at_k(gains, k)
     idcg = dcg_at_k(ideal, k)
-    return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
+    return np.asarray(np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0))
 
 
 def hit_at_k(gains: AnyFloat, k: int) -> F64:
@@ -72,7 +72,7 @@ def hit_at_k(gains: AnyFloat, k: int) -> F64:
     The "HR@k" of the sequential-recommendation literature (e.g. Kang & McAuley 2018, SASRec).
     """
     _check_k(gains, k)
-    return (gains[:, :k] > 0).any(axis=1).astype(np.float64)
+    return np.asarray((gains[:, :k] > 0).any(axis=1), dtype=np.float64)
 
 
 def recall_at_k(gains: AnyFloat, n_relevant: AnyInt, k: int) -> F64:
@@ -84,7 +84,7 @@ def recall_at_k(gains: AnyFloat, n_relevant: AnyInt, k: int) -> F64:
     _check_k(gains, k)
     hits = (gains[:, :k] > 0).sum(axis=1).astype(np.float64)
     rel = np.asarray(n_relevant, dtype=np.float64)
-    return np.divide(hits, rel, out=np.zeros_like(hits), where=rel > 0)
+    return np.asarray(np.divide(hits, rel, out=np.zeros_like(hits), where=rel > 0))
 
 
 def mrr_at_k(gains: AnyFloat, k: int) -> F64:
@@ -114,8 +114,9 @@ def group_auc(
     y = np.asarray(labels).astype(bool)
     g = np.asarray(groups, dtype=np.int64)
     if not (s.shape == y.shape == g.shape) or s.ndim != 1:
-        raise ValueError(f"scores, labels, groups must be 1-d of one shape: {s.shape}, "
-                         f"{y.shape}, {g.shape}")
+        raise ValueError(
+            f"scores, labels, groups must be 1-d of one shape: {s.shape}, {y.shape}, {g.shape}"
+        )
     if s.size == 0:
         empty = np.zeros(0, dtype=np.float64)
         return np.zeros(0, dtype=np.int64), empty, empty
@@ -196,7 +197,9 @@ def _pair_mean(sim: F64, valid: Bool) -> F64:
     pair = valid[:, :, None] & valid[:, None, :] & upper
     n_pairs = pair.sum(axis=(1, 2))
     total = np.where(pair, sim, 0.0).sum(axis=(1, 2))
-    return np.divide(total, n_pairs, out=np.full(total.shape, np.nan), where=n_pairs > 0)
+    return np.asarray(
+        np.divide(total, n_pairs, out=np.full(total.shape, np.nan), where=n_pairs > 0)
+    )
 
 
 def ild_jaccard_at_k(topk: AnyInt, bitsets: npt.NDArray[np.uint64], k: int) -> F64:
@@ -247,7 +250,7 @@ def ild_cosine_at_k(topk: AnyInt, embeddings: AnyFloat, k: int) -> F64:
     return out
 
 
-def self_information(interaction_users: AnyInt, n_users: int) -> F64:
+def self_information(interaction_users: AnyInt | AnyFloat, n_users: int) -> F64:
     """Add-one smoothed self-information of each item, ``log2((U + 1) / (u_i + 1))``, shape
     (n_items,), where ``u_i`` = number of training users who interacted with item ``i`` and
     ``U`` = number of training users.
@@ -272,7 +275,7 @@ def mean_item_value_at_k(topk: AnyInt, values: AnyFloat, k: int) -> F64:
     valid = top >= 0
     v = np.where(valid, np.asarray(values, dtype=np.float64)[np.where(valid, top, 0)], 0.0)
     n = valid.sum(axis=1)
-    return np.divide(v.sum(axis=1), n, out=np.full(n.shape, np.nan), where=n > 0)
+    return np.asarray(np.divide(v.sum(axis=1), n, out=np.full(n.shape, np.nan), where=n > 0))
 
 
 def popularity_percentile(popularity: AnyFloat) -> F64:
@@ -308,7 +311,7 @@ def distinct_share_at_k(topk: AnyInt, group_of_item: AnyInt, k: int) -> F64:
     new[:, 1:] = g[:, 1:] != g[:, :-1]
     distinct = (new & (g >= 0)).sum(axis=1)
     n = valid.sum(axis=1)
-    return np.divide(distinct, n, out=np.full(n.shape, np.nan), where=n > 0)
+    return np.asarray(np.divide(distinct, n, out=np.full(n.shape, np.nan), where=n > 0))
 
 
 def coverage(exposure: AnyFloat | AnyInt, n_eligible: int) -> float:

@@ -1,0 +1,1 @@
+"""Multi-task Transformer ranker: model, losses, batches, training, export, predictor."""

@@ -64,24 +64,26 @@ class RetrievalRequest:
         if self.watch_ratio is not None:
             set_(self, "watch_ratio", _frozen(self.watch_ratio, np.float32, "watch_ratio"))
             if self.watch_ratio.shape[0] != n:
-                raise ValueError(f"watch_ratio has {self.watch_ratio.shape[0]} values for "
-                                 f"a history of {n}")
+                raise ValueError(
+                    f"watch_ratio has {self.watch_ratio.shape[0]} values for a history of {n}"
+                )
         if self.skipped is not None:
             set_(self, "skipped", _frozen(self.skipped, np.bool_, "skipped"))
             if self.skipped.shape[0] != n:
-                raise ValueError(f"skipped has {self.skipped.shape[0]} values for a history "
-                                 f"of {n}")
+                raise ValueError(f"skipped has {self.skipped.shape[0]} values for a history of {n}")
         set_(self, "tag_idx", _frozen(self.tag_idx, np.int32, "tag_idx"))
         set_(self, "tag_weight", _frozen(self.tag_weight, np.float32, "tag_weight"))
         if self.tag_idx.shape != self.tag_weight.shape:
-            raise ValueError(f"tag_idx {self.tag_idx.shape} and tag_weight "
-                             f"{self.tag_weight.shape} differ in shape")
+            raise ValueError(
+                f"tag_idx {self.tag_idx.shape} and tag_weight "
+                f"{self.tag_weight.shape} differ in shape"
+            )
         set_(self, "seen", _frozen(self.seen, np.int32, "seen"))
 
     @property
     def is_cold(self) -> bool:
         """True for a user without any history."""
-        return self.history.shape[0] == 0
+        return bool(self.history.shape[0] == 0)
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ class Candidates:
         object.__setattr__(self, "video_idx", _frozen(self.video_idx, np.int32, "video_idx"))
         object.__setattr__(self, "score", _frozen(self.score, np.float32, "score"))
         if self.video_idx.shape != self.score.shape:
-            raise ValueError(f"{self.source}: video_idx {self.video_idx.shape} and score "
-                             f"{self.score.shape} differ in shape")
+            raise ValueError(
+                f"{self.source}: video_idx {self.video_idx.shape} and score "
+                f"{self.score.shape} differ in shape"
+            )
 
     def __len__(self) -> int:
         return int(self.video_idx.shape[0])

@@ -1,0 +1,776 @@
+"""Leakage-free ETL: ``shortrec etl DIR`` -> ``DIR/etl/`` (see ``docs/etl.md``).
+
+Phases (DESIGN.md section 3b; each phase is a map over buckets plus a small merge):
+
+0. *Scan*: dtype check of every event file, full validation for small data, time range,
+   cut-offs, referential check of ``video_idx`` against the catalogue.
+1. *Shuffle by user bucket* (``user_idx % B``) with a partitioned streaming sink.
+2. *Per user bucket* — :func:`process_user_bucket`, a pure function
+   ``(events, prior_state) -> (features, new_state)``: dedupe, sessionise, splits, labels,
+   per-user point-in-time features, tag affinities, histories; plus hourly sufficient statistics
+   and train totals that are merged across buckets by addition.
+3. *Per creator bucket* (``creator_idx % B``; a creator bucket holds every impression of its
+   videos): point-in-time video and creator statistics and the train-split stats tables.
+4. *Per user bucket*: join 2 and 3 on ``event_id``, smooth toward the point-in-time global
+   prior, write the samples.
+
+Everything is written under a temporary sibling of ``DIR/etl`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from shortrec import schema as S
+from shortrec.config import EtlConfig
+from shortrec.data import etl_steps as T
+from shortrec.data import io
+
+EVENTS_SUBDIR = "events"
+SAMPLES_SUBDIR = "samples"
+VIDEO_STATS_FILE = "video_stats.parquet"
+CREATOR_STATS_FILE = "creator_stats.parquet"
+AFFINITY_FILE = "user_tag_affinity.parquet"
+HISTORIES_FILE = "histories.parquet"
+
+_WORK = "_work"
+_BUCKET = "bucket"
+_G = "_g"  # prefix of the global prior sums
+_V = "_v"  # prefix of the video prior sums
+_C = "_c"  # prefix of the creator prior sums
+_U = "_u"  # prefix of per-user train sums (train totals)
+#: Session ids made by the ETL are this plus the event id of the session's first impression;
+#: source session ids and event ids must stay below it.
+GENERATED_SESSION_BASE = 1 << 62
+_EVENTS_NO_UNIQUE = replace(S.EVENTS, unique=())  # duplicates are input the ETL removes
+
+
+class EtlInputError(S.BadInput):
+    """The dataset cannot be processed (the message names the file and field)."""
+
+
+# ---------------------------------------------------------------- bucket function
+@dataclass(frozen=True)
+class Cutoffs:
+    """Split cut-offs in int microseconds since the epoch (UTC)."""
+
+    valid_start_us: int
+    test_start_us: int
+
+    @staticmethod
+    def from_range(t_min_us: int, t_max_us: int, config: EtlConfig) -> Cutoffs:
+        """Fractions of the time range: ``test_start = t_max - test_frac * span`` and
+        ``valid_start = test_start - valid_frac * span`` (not quantiles of event time, so the
+        cut-offs are fixed times that an online A/B period can be aligned with)."""
+        span = t_max_us - t_min_us
+        test = t_max_us - math.floor(config.test_frac * span)
+        valid = test - math.floor(config.valid_frac * span)
+        return Cutoffs(valid_start_us=valid, test_start_us=test)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Running per-user state after a bucket's events, carried to the next increment.
+
+    ``users``: ``user_idx, _last_ts, f_user_impressions, _u_eng`` (counts so far);
+    ``tags``: ``user_idx, tag_idx, affinity, _last_ts`` (decayed affinity at the user's last
+    impression, that impression included). Sessions and leave-last-out are not carried: they
+    are computed within the events given.
+    """
+
+    users: pl.DataFrame
+    tags: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class BucketContext:
+    """What a bucket needs besides its events: the catalogue and global constants.
+
+    ``source`` names the events in error messages (the dataset's events directory).
+    """
+
+    videos: pl.LazyFrame  # video_idx, creator_idx, tags, upload_ts
+    cutoffs: Cutoffs
+    sid_base: int
+    config: EtlConfig
+    source: str = "events"
+
+    @cached_property
+    def catalogue(self) -> T.Catalogue:
+        """The catalogue as lookup arrays, built once per context."""
+        return T.Catalogue.from_frame(self.videos.collect())
+
+
+@dataclass(frozen=True)
+class UserBucketOutput:
+    """Phase-2 output of one user bucket.
+
+    ``events``: schema.ETL_EVENTS sorted by ``(user_idx, ts, event_id)``; ``samples``: sample
+    ids, labels and user-side features (private ``_u_eng`` and ``_skn`` included) in the same
+    order; ``hourly``: global sufficient statistics per hour; ``train_totals``: one row of train
+    sums; ``affinity``/``histories``: online tables.
+    """
+
+    events: pl.DataFrame
+    samples: pl.DataFrame
+    hourly: pl.DataFrame
+    train_totals: pl.DataFrame
+    affinity: pl.DataFrame
+    histories: pl.DataFrame
+
+
+_USER_SIDE = [
+    S.EVENT_ID, S.USER_IDX, S.VIDEO_IDX, S.CREATOR_IDX, S.SESSION_ID, S.TS, S.SPLIT,
+    S.LOO_SPLIT, S.ENGAGE, S.COMPLETE, S.LIKE, S.WATCH_RATIO, S.F_USER_IMPRESSIONS, T.U_ENG,
+    S.F_TAG_AFFINITY, S.F_VIDEO_AGE_H, S.F_SESSION_POSITION, S.F_SESSION_SKIPS,
+    S.F_SINCE_PREV_S, T.SKN,
+]  # fmt: skip
+
+
+def process_user_bucket(
+    events: pl.LazyFrame | pl.DataFrame, prior_state: UserState | None, ctx: BucketContext
+) -> tuple[UserBucketOutput, UserState]:
+    """The per-user work of the ETL over one user bucket; pure (no I/O).
+
+    ``events`` are raw ``schema.EVENTS`` rows of a set of users (all of each user's events);
+    ``prior_state`` the running state of an earlier increment (its events must all be older
+    than these) or None. The result depends only on each user's own events, so the union over
+    buckets does not depend on how users are bucketed. Every per-user window is a scan over the
+    rows sorted once by ``(user_idx, ts, event_id)`` (see ``etl_steps``).
+    """
+    cfg, cut, cat = ctx.config, ctx.cutoffs, ctx.catalogue
+    raw = events.collect() if isinstance(events, pl.LazyFrame) else events
+    df = T.dedupe(raw)
+    perm = T.sort_perm(df[S.USER_IDX].to_numpy(), T.us_of(df[S.TS]), df[S.EVENT_ID].to_numpy())
+    if perm is not None:
+        df = df[perm]
+    n = df.height
+    user = df[S.USER_IDX].to_numpy()
+    t = T.us_of(df[S.TS])
+    eid = df[S.EVENT_ID].to_numpy().astype(np.int64)
+    vrow, found = cat.rows(df[S.VIDEO_IDX].to_numpy())
+    if not found.all():
+        bad = np.unique(df[S.VIDEO_IDX].to_numpy()[~found])
+        raise EtlInputError(
+            f"{ctx.source}: events.{S.VIDEO_IDX}: {len(bad)} value(s) not in {io.VIDEOS_FILE} "
+            f"(e.g. {bad[:3].tolist()})"
+        )
+    starts = T.run_starts(user)
+    ends = T.run_ends(starts)
+    r = np.arange(n, dtype=np.int64) - starts
+    sid, pos = T.sessionise(
+        user, t, eid, df[S.SESSION_ID], df[S.POSITION], cfg.session_gap_s, ctx.sid_base
+    )
+    split = np.where(t < cut.valid_start_us, 0, np.where(t < cut.test_start_us, 1, 2))
+    n_u = ends - starts + 1
+    loo = np.where((n_u >= 2) & (r == n_u - 1), 2, np.where((n_u >= 3) & (r == n_u - 2), 1, 0))
+    df = df.with_columns(
+        pl.Series(S.SESSION_ID, sid),
+        pl.Series(S.POSITION, pos),
+        T.split_labels(split.astype(np.int8)).alias(S.SPLIT),
+        T.split_labels(loo.astype(np.int8)).alias(S.LOO_SPLIT),
+    )
+    labels = df.select(*T.label_columns(cfg.complete_ratio), pl.col(S.SKIPPED).is_not_null())
+    eng = labels[S.ENGAGE].to_numpy().astype(np.int64)
+    skipped = df[S.SKIPPED].fill_null(False).to_numpy().astype(np.int64)
+    # user counters; a prior state adds its counts and the gap to its last impression
+    impressions = r.copy()
+    u_eng = T.exclusive_sum(eng, starts)
+    gap = np.zeros(n, dtype=np.int64)
+    gap[1:] = t[1:] - t[:-1]
+    has_prev = r > 0
+    state_tags = None
+    if prior_state is not None:
+        st = _state_lookup(prior_state.users, user, t)
+        impressions += st.impressions
+        u_eng += st.engaged
+        first_known = (r == 0) & st.found
+        gap = np.where(first_known, t - st.last_us, gap)
+        has_prev |= first_known
+        state_tags = prior_state.tags
+    since_prev = pl.Series(S.F_SINCE_PREV_S, (gap / 1e6).astype(np.float32))
+    if not has_prev.all():
+        since_prev = pl.select(pl.when(pl.Series(has_prev)).then(since_prev)).to_series()
+    # skips earlier in the session: sessions are usually contiguous in user order
+    sperm = T.session_order(user, sid)
+    if sperm is None:
+        skips = T.exclusive_sum(skipped, T.run_starts(user, sid))
+    else:
+        skips = np.empty(n, dtype=np.int64)
+        skips[sperm] = T.exclusive_sum(skipped[sperm], T.run_starts(user[sperm], sid[sperm]))
+    # tag affinity over (user, tag) runs
+    ev, tags = cat.explode_tags(vrow)
+    aff_in = pl.DataFrame({S.USER_IDX: user, S.TS: df[S.TS], T.ENG: eng})
+    affinity, runs = T.user_tag_affinity(aff_in, ev, tags, cfg.tag_half_life_days, state_tags)
+    age_h = ((t - cat.upload_us[vrow]) / 3.6e9).astype(np.float32)
+    known_up = cat.upload_known[vrow]
+    lab = labels.select(S.ENGAGE, S.COMPLETE, S.LIKE, pl.col(S.SKIPPED).alias(T.SKN))
+    samples = df.select(S.EVENT_ID, S.USER_IDX, S.VIDEO_IDX, S.SESSION_ID, S.TS, S.SPLIT,
+                        S.LOO_SPLIT, S.WATCH_RATIO).with_columns(
+        pl.Series(S.CREATOR_IDX, cat.creator[vrow]),
+        lab.get_column(S.ENGAGE),
+        lab.get_column(S.COMPLETE),
+        lab.get_column(S.LIKE),
+        lab.get_column(T.SKN),
+        pl.Series(S.F_USER_IMPRESSIONS, impressions),
+        pl.Series(T.U_ENG, u_eng),
+        pl.Series(S.F_TAG_AFFINITY, affinity.astype(np.float32)),
+        pl.select(pl.when(pl.Series(known_up)).then(pl.Series(age_h))).to_series().alias(
+            S.F_VIDEO_AGE_H),
+        pl.Series(S.F_SESSION_POSITION, pos),
+        pl.Series(S.F_SESSION_SKIPS, skips.astype(np.int32)),
+        since_prev,
+    ).select(_USER_SIDE)  # fmt: skip
+    ind = samples.select(pl.col(S.TS), pl.col(S.SPLIT), *T.indicator_columns())
+    hourly = ind.group_by(T.hour_of().alias(T.HOUR)).agg(T.stat_sums(_G))
+    train_ind = ind.filter(pl.col(S.SPLIT) == S.TRAIN)
+    totals = train_ind.select(T.stat_sums(_U))
+    online = T.online_tag_affinity(runs, cut.valid_start_us, cfg.tag_half_life_days)
+    train = df.select(S.USER_IDX, S.VIDEO_IDX, S.TS, pl.Series(T.ENG, eng)).filter(
+        pl.Series(split == 0)
+    )
+    hist = T.histories(train, cfg.history_len)
+    events_out = df.select(S.ETL_EVENTS.names)
+    new_state = _new_state(user, t, eng, starts, runs, prior_state, cfg.tag_half_life_days)
+    return (
+        UserBucketOutput(
+            events=events_out, samples=samples, hourly=hourly, train_totals=totals,
+            affinity=online, histories=hist,
+        ),
+        new_state,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _StateRows:
+    found: npt.NDArray[np.bool_]
+    last_us: npt.NDArray[np.int64]
+    impressions: npt.NDArray[np.int64]
+    engaged: npt.NDArray[np.int64]
+
+
+def _state_lookup(
+    users: pl.DataFrame, user: npt.NDArray[np.int32], t: npt.NDArray[np.int64]
+) -> _StateRows:
+    """Each row's prior-state user counters (zeros where the user is new); checks that every
+    event is after its user's last state time."""
+    st = users.sort(S.USER_IDX)
+    su = st[S.USER_IDX].to_numpy()
+    if len(su) == 0:
+        z = np.zeros(len(user), dtype=np.int64)
+        return _StateRows(np.zeros(len(user), dtype=bool), z, z, z)
+    pos = np.minimum(np.searchsorted(su, user), len(su) - 1)
+    found = su[pos] == user
+    last = T.us_of(st[T.STATE_LAST_TS])[pos]
+    bad = found & (t <= last)
+    if bad.any():
+        users_bad = np.unique(user[bad])
+        raise EtlInputError(
+            f"events.{S.TS}: {len(users_bad)} user(s) have events not after their prior state "
+            f"(e.g. user_idx {users_bad[:3].tolist()})"
+        )
+    imp = st[S.F_USER_IMPRESSIONS].to_numpy().astype(np.int64)[pos]
+    eng = st[T.U_ENG].to_numpy().astype(np.int64)[pos]
+    return _StateRows(found, last, np.where(found, imp, 0), np.where(found, eng, 0))
+
+
+def _new_state(
+    user: npt.NDArray[np.int32],
+    t: npt.NDArray[np.int64],
+    eng: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    runs: T.TagRuns,
+    prior: UserState | None,
+    half_life_days: float,
+) -> UserState:
+    n = len(user)
+    first = np.flatnonzero(starts == np.arange(n))
+    last = np.r_[first[1:], n] - 1
+    cs = np.cumsum(eng)
+    eng_sum = cs[last] - cs[first] + eng[first]
+    users = pl.DataFrame(
+        {
+            S.USER_IDX: user[first],
+            T.STATE_LAST_TS: pl.Series(t[last]).cast(S.UTC_TS),
+            S.F_USER_IMPRESSIONS: (last - first + 1).astype(np.int64),
+            T.U_ENG: eng_sum.astype(np.int64),
+        }
+    )
+    # the affinity of each (user, tag) run at the user's last impression, that one included
+    lam = T.decay_rate_per_us(half_life_days)
+    m = len(runs.starts)
+    rfirst = np.flatnonzero(runs.starts == np.arange(m))
+    rlast = np.r_[rfirst[1:], m] - 1
+    ru = runs.user[rlast]
+    u_last = t[last][np.searchsorted(user[first], ru)]
+    at_end = (runs.a[rlast] + runs.w[rlast]) * np.exp(-(u_last - runs.t_us[rlast]) * lam)
+    tags = pl.DataFrame({S.USER_IDX: ru, S.TAG_IDX: runs.tag[rlast], S.AFFINITY: at_end})
+    if prior is not None:
+        users = (
+            pl.concat([prior.users, users], how="vertical_relaxed")
+            .group_by(S.USER_IDX)
+            .agg(
+                pl.col(T.STATE_LAST_TS).max(),
+                pl.col(S.F_USER_IMPRESSIONS).sum(),
+                pl.col(T.U_ENG).sum(),
+            )
+        )
+        # pairs without new impressions decay to their user's (possibly new) last time
+        old = (
+            prior.tags.join(tags, on=[S.USER_IDX, S.TAG_IDX], how="anti")
+            .join(users.select(S.USER_IDX, pl.col(T.STATE_LAST_TS).alias("_now")), on=S.USER_IDX)
+            .with_columns(
+                (
+                    pl.col(S.AFFINITY).cast(pl.Float64)
+                    * (-(T.ts_us("_now") - T.ts_us(T.STATE_LAST_TS)).cast(pl.Float64) * lam).exp()
+                ).alias(S.AFFINITY)
+            )
+            .select(S.USER_IDX, S.TAG_IDX, S.AFFINITY)
+        )
+        tags = pl.concat([tags, old], how="vertical_relaxed")
+    tags = tags.join(users.select(S.USER_IDX, T.STATE_LAST_TS), on=S.USER_IDX).sort(
+        [S.USER_IDX, S.TAG_IDX]
+    )
+    return UserState(users=users.sort(S.USER_IDX), tags=tags)
+
+
+# ---------------------------------------------------------------- creator bucket function
+def process_creator_bucket(
+    events: pl.LazyFrame | pl.DataFrame, config: EtlConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Point-in-time video/creator sums of every impression, and train sums per video/creator.
+
+    ``events`` hold every impression of a set of creators: the user-side sample rows
+    (``event_id, video_idx, creator_idx, ts, split`` and the labels with ``_skn``). Returns
+    ``(per_event, video_train_sums, creator_train_sums)``: ``per_event`` is ``events`` with the
+    sums ``_v*``/``_c*`` of the same video/creator strictly before each row in ``(ts,
+    event_id)`` order (rows in the input order); all sums are integer sufficient statistics
+    (smoothing happens once the global prior is known).
+    """
+    del config  # the sums need no parameters; kept for the uniform bucket-function shape
+    df = events.collect() if isinstance(events, pl.LazyFrame) else events
+    ind_df = df.select(T.indicator_columns())
+    ind = {c: ind_df[c].to_numpy() for c in T.INDICATORS}
+    by_time = T.time_order(T.us_of(df[S.TS]), df[S.EVENT_ID].to_numpy())
+    sums: dict[str, npt.NDArray[np.integer]] = {}
+    for col, prefix in ((S.VIDEO_IDX, _V), (S.CREATOR_IDX, _C)):
+        key = df[col].to_numpy()[by_time]
+        step = T.stable_argsort(key)
+        order = by_time[step]  # (key, ts, event_id)
+        sums |= T.prior_sums(ind, order, key[step], prefix)
+    per_event = df.with_columns(pl.Series(k, v) for k, v in sums.items())
+    train = pl.concat([df.select(S.VIDEO_IDX, S.CREATOR_IDX, S.SPLIT), ind_df], how="horizontal")
+    train = train.filter(pl.col(S.SPLIT) == S.TRAIN)
+    vids = train.group_by(S.VIDEO_IDX).agg(T.stat_sums(_V))
+    creators = train.group_by(S.CREATOR_IDX).agg(T.stat_sums(_C))
+    return per_event, vids, creators
+
+
+# ---------------------------------------------------------------- runner
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[etl] {msg}", file=sys.stderr, flush=True)
+
+
+def _event_files(ds: io.Dataset) -> list[Path]:
+    return sorted((ds.root / io.EVENTS_DIR).glob("*.parquet"))
+
+
+def _check_file_dtypes(files: Sequence[Path]) -> int:
+    """Compare each file's parquet schema with schema.EVENTS; return the total row count."""
+    want = S.EVENTS.polars_schema
+    total = 0
+    for f in files:
+        try:
+            got = pl.read_parquet_schema(f)
+            rows = pl.scan_parquet(f).select(pl.len()).collect().item()
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise EtlInputError(f"{f}: cannot read parquet: {e}") from e
+        problems = [
+            S.Violation("events", name, "missing column", 0) for name in want if name not in got
+        ]
+        problems += [
+            S.Violation("events", name, f"dtype {got[name]}, expected {dtype}", 0)
+            for name, dtype in want.items()
+            if name in got and got[name] != dtype
+        ]
+        extra = [name for name in got if name not in want]
+        if extra:
+            problems.append(S.Violation("events", ", ".join(extra), "unexpected column(s)", 0))
+        if problems:
+            raise S.SchemaError(str(f), problems)
+        total += int(rows)
+    return total
+
+
+def _check_event_id_users(ds: io.Dataset) -> None:
+    """Duplicate deliveries must share ``user_idx`` (dedupe runs inside a user bucket)."""
+    conflict = (
+        ds.events()
+        .select(S.EVENT_ID, S.USER_IDX)
+        .unique()
+        .group_by(S.EVENT_ID)
+        .len()
+        .filter(pl.col("len") > 1)
+        .collect()
+    )
+    if conflict.height:
+        raise EtlInputError(
+            f"{ds.root / io.EVENTS_DIR}: events.{S.EVENT_ID}: {conflict.height} id(s) repeated "
+            f"with different {S.USER_IDX} (e.g. {conflict[S.EVENT_ID].head(3).to_list()})"
+        )
+
+
+def _fingerprint(ds: io.Dataset, files: Sequence[Path], facts: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(ds.manifest, sort_keys=True, default=str).encode())
+    for f in [*files, ds.root / io.VIDEOS_FILE, ds.root / io.USERS_FILE]:
+        h.update(f"{f.relative_to(ds.root)}:{f.stat().st_size}".encode())
+    h.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _iso(us: int) -> str:
+    return dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC).isoformat()
+
+
+def _shuffle_files(
+    files: Sequence[Path], n_b: int, out: Path, validate: bool
+) -> dict[str, int | None]:
+    """Split every event file by user bucket (``user_idx % n_b``) into ``out/B/*.arrow``.
+
+    One read per file (validated on the way when ``validate``); returns the time range and the
+    largest session and event ids, so the scan needs no separate pass.
+    """
+    facts: dict[str, int | None] = {"t_min": None, "t_max": None, "sid_max": None, "eid_max": None}
+    for i, f in enumerate(files):
+        df = pl.read_parquet(f)
+        if validate:
+            S.check(df, _EVENTS_NO_UNIQUE, str(f))
+        _merge_facts(facts, df)
+        parts = df.with_columns((pl.col(S.USER_IDX) % n_b).alias(_BUCKET)).partition_by(
+            _BUCKET, as_dict=True, include_key=False
+        )
+        for (b,), part in parts.items():
+            d = out / str(b)
+            d.mkdir(parents=True, exist_ok=True)
+            _write_tmp(part, d / f"f{i:06d}.arrow")
+    return facts
+
+
+def _merge_facts(facts: dict[str, int | None], df: pl.DataFrame) -> None:
+    got = df.select(
+        T.ts_us().min().alias("t_min"),
+        T.ts_us().max().alias("t_max"),
+        pl.col(S.SESSION_ID).max().alias("sid_max"),
+        pl.col(S.EVENT_ID).max().alias("eid_max"),
+    ).row(0, named=True)
+    for k, v in got.items():
+        if v is None:
+            continue
+        old = facts[k]
+        facts[k] = (
+            int(v) if old is None else (min(old, int(v)) if k == "t_min" else max(old, int(v)))
+        )
+
+
+def _count_runs(sorted_keys: npt.NDArray[np.int32]) -> int:
+    if len(sorted_keys) == 0:
+        return 0
+    return int((sorted_keys[1:] != sorted_keys[:-1]).sum()) + 1
+
+
+def _write_tmp(df: pl.DataFrame, path: Path) -> None:
+    """Intermediate files: uncompressed Arrow IPC (the fastest to write and read back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_ipc(path, compression="uncompressed")
+
+
+def _read_tmp(d: Path) -> pl.DataFrame | None:
+    parts = sorted(d.glob("*.arrow")) if d.is_dir() else []
+    if not parts:
+        return None
+    return pl.concat([pl.read_ipc(p) for p in parts], how="vertical")
+
+
+def _write(df: pl.DataFrame, path: Path, config: EtlConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(
+        path,
+        compression=config.compression,
+        compression_level=config.compression_level,
+        statistics=True,
+    )
+
+
+def _train_totals(totals: pl.DataFrame) -> list[pl.Expr]:
+    """The merged train sums as literal global-prior columns ``_g*``."""
+    g = {f"{_G}{T.N}": totals[f"{_U}{T.N}"].item()} | {
+        f"{_G}{i}": totals[f"{_U}{i}"].item() for i in T.INDICATORS
+    }
+    return [pl.lit(v, dtype=pl.Int64).alias(k) for k, v in g.items()]
+
+
+def _stats_exprs(prefix: str, m: float) -> list[pl.Expr]:
+    """Stats-table columns from train sums ``prefix*``, smoothed toward the ``_g*`` totals."""
+    eng, wr, sk, lk = T.smoothed_rates(prefix, _G, m)
+    return [
+        pl.col(prefix + T.N).alias(S.IMPRESSIONS),
+        eng.alias(S.ENGAGE_RATE),
+        wr.alias(S.WATCH_RATIO_MEAN),
+        sk.alias(S.SKIP_RATE),
+        lk.alias(S.LIKE_RATE),
+    ]
+
+
+def _check_facts(ds: io.Dataset, facts: dict[str, int | None], n_in: int) -> tuple[int, int]:
+    if n_in == 0 or facts["t_min"] is None or facts["t_max"] is None:
+        raise EtlInputError(f"{ds.root / io.EVENTS_DIR}: no events")
+    # ETL-made session ids are GENERATED_SESSION_BASE + the first event id, a constant base
+    # rather than (max source id + 1), so an id never depends on later events
+    for col, name in (("sid_max", S.SESSION_ID), ("eid_max", S.EVENT_ID)):
+        v = facts[col]
+        if v is not None and v >= GENERATED_SESSION_BASE:
+            raise EtlInputError(
+                f"{ds.root / io.EVENTS_DIR}: events.{name}: value {v} >= 2^62 (reserved for "
+                "session ids made by the ETL)"
+            )
+    return facts["t_min"], facts["t_max"]
+
+
+def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the ETL on a dataset directory and write ``DIR/etl/`` atomically.
+
+    Returns a summary: counts (``events_in``, ``events``, ``duplicates``, ``users``,
+    ``samples_{train,valid,test}``), ``n_buckets``, ``seconds`` and ``events_per_s``
+    (input events per wall-clock second). Raises :class:`shortrec.schema.BadInput` subclasses
+    on bad input, naming the file and field.
+    """
+    t0 = time.perf_counter()
+    ds = io.Dataset.open(Path(dataset_root))
+    files = _event_files(ds)
+    n_in = _check_file_dtypes(files)
+    videos_df = S.check(ds.videos().collect(), S.VIDEOS, str(ds.root / io.VIDEOS_FILE))
+    full = n_in <= config.full_validation_max_events
+    if full:
+        _check_event_id_users(ds)
+    n_b = config.n_buckets or max(1, math.ceil(n_in / config.events_per_bucket))
+    videos = videos_df.lazy().select(S.VIDEO_IDX, S.CREATOR_IDX, S.TAGS, S.UPLOAD_TS)
+    source = str(ds.root / io.EVENTS_DIR)
+
+    out_dir = ds.root / io.ETL_DIR
+    with io.atomic_dir(out_dir) as tmp:
+        work = tmp / _WORK
+        # phase 0+1: scan (validation, time range) fused with the shuffle by user bucket
+        whole: pl.DataFrame | None = None
+        if n_b == 1:
+            frames = [pl.read_parquet(f) for f in files]
+            if full:
+                for f, df in zip(files, frames, strict=True):
+                    S.check(df, _EVENTS_NO_UNIQUE, str(f))
+            whole = pl.concat(frames, how="vertical") if frames else None
+            facts: dict[str, int | None] = dict.fromkeys(("t_min", "t_max", "sid_max", "eid_max"))
+            if whole is not None:
+                _merge_facts(facts, whole)
+        else:
+            facts = _shuffle_files(files, n_b, work / "ub", full)
+        t_min, t_max = _check_facts(ds, facts, n_in)
+        cut = Cutoffs.from_range(t_min, t_max, config)
+        ctx = BucketContext(
+            videos=videos, cutoffs=cut, sid_base=GENERATED_SESSION_BASE, config=config,
+            source=source,
+        )  # fmt: skip
+        _log(progress, f"{n_in:,} events, {n_b} bucket(s), cut-offs {_iso(cut.valid_start_us)} / "
+             f"{_iso(cut.test_start_us)}")  # fmt: skip
+
+        # phase 2: per user bucket; the user-side rows go on to creator buckets
+        hourly: list[pl.DataFrame] = []
+        totals: list[pl.DataFrame] = []
+        user_side: pl.DataFrame | None = None
+        n_events = 0
+        n_users = 0
+        for b in range(n_b):
+            src = whole if n_b == 1 else _read_tmp(work / "ub" / str(b))
+            if src is None:
+                continue
+            res, _state = process_user_bucket(src, None, ctx)
+            del src
+            name = f"part-{b:05d}.parquet"
+            _write(res.events, tmp / EVENTS_SUBDIR / name, config)
+            hourly.append(res.hourly)
+            totals.append(res.train_totals)
+            n_events += res.events.height
+            n_users += _count_runs(res.events[S.USER_IDX].to_numpy())
+            if n_b == 1:
+                user_side = res.samples
+                _write(res.affinity, tmp / AFFINITY_FILE, config)
+                _write(res.histories, tmp / HISTORIES_FILE, config)
+            else:
+                _write_tmp(res.affinity, work / "aff" / f"{b:05d}.arrow")
+                _write_tmp(res.histories, work / "hist" / f"{b:05d}.arrow")
+                parts = res.samples.with_columns(
+                    (pl.col(S.CREATOR_IDX) % n_b).alias(_BUCKET)
+                ).partition_by(_BUCKET, as_dict=True, include_key=False)
+                for (c,), part in parts.items():
+                    _write_tmp(part, work / "cb" / str(c) / f"u{b:05d}.arrow")
+            _log(progress, f"user bucket {b + 1}/{n_b}: {res.events.height:,} events")
+        whole = None
+        if n_b > 1:
+            shutil.rmtree(work / "ub")
+        global_tab = T.global_prior_table(pl.concat(hourly), _G)
+        train_tot = pl.concat(totals).sum()
+
+        # phase 3: per creator bucket: video/creator point-in-time sums, samples
+        m = config.prior_strength
+        vsums: list[pl.DataFrame] = []
+        csums: list[pl.DataFrame] = []
+        samples_count: dict[str, int] = {s: 0 for s in S.SPLITS}
+        for c in range(n_b):
+            src = user_side if n_b == 1 else _read_tmp(work / "cb" / str(c))
+            if src is None:
+                continue
+            per_event, v, cr = process_creator_bucket(src, config)
+            del src
+            vsums.append(v)
+            csums.append(cr)
+            samples = _assemble_samples(per_event, global_tab, m)
+            _write(samples, tmp / SAMPLES_SUBDIR / f"part-{c:05d}.parquet", config)
+            for s, k in samples.group_by(S.SPLIT).len().iter_rows():
+                samples_count[s] += k
+            _log(progress, f"creator bucket {c + 1}/{n_b}: {samples.height:,} samples")
+        user_side = None
+
+        # merge: stats tables, affinity, histories
+        vs = pl.concat(vsums).group_by(S.VIDEO_IDX).agg(pl.all().sum()).lazy()
+        cs = pl.concat(csums).group_by(S.CREATOR_IDX).agg(pl.all().sum()).lazy()
+        zero_v = [pl.col(_V + T.N).fill_null(0)] + [
+            pl.col(_V + i).fill_null(0) for i in T.INDICATORS
+        ]
+        zero_c = [pl.col(_C + T.N).fill_null(0)] + [
+            pl.col(_C + i).fill_null(0) for i in T.INDICATORS
+        ]
+        video_stats = (
+            videos.select(S.VIDEO_IDX, S.CREATOR_IDX)
+            .join(vs, on=S.VIDEO_IDX, how="left")
+            .with_columns(zero_v)
+            .with_columns(_train_totals(train_tot))
+            .with_columns(_stats_exprs(_V, m))
+            .select(S.VIDEO_STATS.names)
+            .sort(S.VIDEO_IDX)
+            .collect()
+        )
+        creator_stats = (
+            videos.select(S.CREATOR_IDX)
+            .unique()
+            .join(cs, on=S.CREATOR_IDX, how="left")
+            .with_columns(zero_c)
+            .with_columns(_train_totals(train_tot))
+            .with_columns(_stats_exprs(_C, m))
+            .select(S.CREATOR_STATS.names)
+            .sort(S.CREATOR_IDX)
+            .collect()
+        )
+        _write(video_stats, tmp / VIDEO_STATS_FILE, config)
+        _write(creator_stats, tmp / CREATOR_STATS_FILE, config)
+        if n_b > 1:
+            for sub, fname in (("aff", AFFINITY_FILE), ("hist", HISTORIES_FILE)):
+                parts_ = sorted((work / sub).glob("*.arrow"))
+                pl.scan_ipc(parts_).sink_parquet(
+                    tmp / fname,
+                    compression=config.compression,
+                    compression_level=config.compression_level,
+                    engine="streaming",
+                )
+        if work.exists():
+            shutil.rmtree(work)
+
+        seconds = time.perf_counter() - t0
+        summary: dict[str, Any] = {
+            "events_in": n_in,
+            "events": n_events,
+            "duplicates": n_in - n_events,
+            "users": n_users,
+            "videos": video_stats.height,
+            "creators": creator_stats.height,
+            **{f"samples_{s}": k for s, k in samples_count.items()},
+            "n_buckets": n_b,
+            "seconds": round(seconds, 3),
+            "events_per_s": round(n_in / seconds, 1) if seconds > 0 else None,
+        }
+        facts_d = {"t_min_us": t_min, "t_max_us": t_max, "events_in": n_in}
+        manifest = {
+            "config": config.model_dump(),
+            "valid_start": _iso(cut.valid_start_us),
+            "valid_start_us": cut.valid_start_us,
+            "test_start": _iso(cut.test_start_us),
+            "test_start_us": cut.test_start_us,
+            "t_min": _iso(t_min),
+            "t_min_us": t_min,
+            "t_max": _iso(t_max),
+            "t_max_us": t_max,
+            "session_id_base": GENERATED_SESSION_BASE,
+            "counts": {k: v for k, v in summary.items() if k not in ("seconds", "events_per_s")},
+            "fingerprint": _fingerprint(ds, files, facts_d),
+            "source": ds.manifest.get("source"),
+        }
+        io.write_json_atomic(manifest, tmp / io.MANIFEST)
+    _log(progress, f"done in {summary['seconds']:.1f}s ({summary['events_per_s']:,.0f} events/s)")
+    return summary
+
+
+def _assemble_samples(per_event: pl.DataFrame, global_tab: pl.DataFrame, m: float) -> pl.DataFrame:
+    """Smooth one creator bucket's sums toward the point-in-time global prior: schema.SAMPLES.
+
+    The global prior of an impression is the sum over every event in an earlier hour
+    (row ``hour(ts) - 1`` of ``global_prior_table``). Rows keep their order.
+    """
+    g = T.prior_at(global_tab, T.us_of(per_event[S.TS]), _G)
+
+    def col(name: str) -> npt.NDArray[np.number]:
+        return per_event[name].to_numpy()
+
+    def rates(p: str) -> list[pl.Series]:
+        return [
+            T.smooth_np(col(p + T.ENG), col(p + T.N), g[_G + T.ENG], g[_G + T.N], m),
+            T.smooth_np(col(p + T.WR), col(p + T.WRN), g[_G + T.WR], g[_G + T.WRN], m,
+                        T.WR_SCALE),
+            T.smooth_np(col(p + T.SK), col(p + T.SKN), g[_G + T.SK], g[_G + T.SKN], m),
+            T.smooth_np(col(p + T.LK), col(p + T.LKN), g[_G + T.LK], g[_G + T.LKN], m),
+        ]  # fmt: skip
+
+    names_v = [S.F_VIDEO_ENGAGE_RATE, S.F_VIDEO_WATCH_RATIO, S.F_VIDEO_SKIP_RATE,
+               S.F_VIDEO_LIKE_RATE]  # fmt: skip
+    names_c = [S.F_CREATOR_ENGAGE_RATE, S.F_CREATOR_WATCH_RATIO, S.F_CREATOR_SKIP_RATE,
+               S.F_CREATOR_LIKE_RATE]  # fmt: skip
+    ueng = T.smooth_np(col(T.U_ENG), col(S.F_USER_IMPRESSIONS), g[_G + T.ENG], g[_G + T.N], m)
+    out = per_event.with_columns(
+        ueng.alias(S.F_USER_ENGAGE_RATE),
+        pl.col(_V + T.N).alias(S.F_VIDEO_IMPRESSIONS),
+        pl.col(_C + T.N).alias(S.F_CREATOR_IMPRESSIONS),
+        *[s.alias(nm) for s, nm in zip(rates(_V), names_v, strict=True)],
+        *[s.alias(nm) for s, nm in zip(rates(_C), names_c, strict=True)],
+    )
+    return out.select([pl.col(c.name).cast(c.dtype) for c in S.SAMPLES.columns])
+
+
+def read_etl_events(dataset_root: Path) -> pl.LazyFrame:
+    """The ETL's events (schema.ETL_EVENTS) of a dataset, lazily; raises if the ETL has not run."""
+    d = Path(dataset_root) / io.ETL_DIR / EVENTS_SUBDIR
+    if not list(d.glob("*.parquet")):
+        raise io.DatasetError(f"{d}: no ETL events (run `shortrec etl {dataset_root}` first)")
+    return pl.scan_parquet(d / "*.parquet", schema=S.ETL_EVENTS.polars_schema)

@@ -1,0 +1,650 @@
+"""Session-aware synthetic world: batch generation of a complete dataset directory.
+
+:func:`generate` draws a :class:`~shortrec.data.world.World`, then simulates every user's
+sessions against a logging policy and writes the dataset (layout of ``data/io.py``) atomically.
+
+How it is fast: users are simulated in *lockstep*. Each lane of a set of arrays is one user
+running their sessions one after another; one step advances every lane by one impression with
+numpy operations over all lanes (policy sampling, the response model of ``World``, state
+update). Finished lanes are compacted away once they are a quarter of the arrays. Users are
+processed in chunks of ``SimConfig.chunk_users``; each chunk's events are written as one
+``events/part-*.parquet`` file, so memory is bounded by the chunk, not the world.
+
+Determinism: the world is drawn from ``default_rng([seed, 0])`` and chunk ``i`` from
+``default_rng([seed, 1, i])``; the same config gives byte-identical Parquet tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+
+from shortrec import schema as S
+from shortrec.config import SimConfig
+from shortrec.data import io
+from shortrec.data.world import (
+    N_UNIFORMS,
+    U_QUIT,
+    US_PER_DAY,
+    US_PER_S,
+    Arr,
+    SessionState,
+    StepResponse,
+    StepResult,
+    World,
+    build_world,
+)
+
+__all__ = [
+    "POLICIES",
+    "TOPIC_NAMES",
+    "LoggingPolicy",
+    "SessionState",
+    "StepResponse",
+    "StepResult",
+    "World",
+    "build_world",
+    "generate",
+    "plan_segments",
+    "simulate_users",
+    "tag_names",
+    "topic_names",
+]
+
+#: logging-policy sources, in the order of their integer codes
+POLICIES = ("trending", "interest", "explore")
+TRENDING, INTEREST, EXPLORE = 0, 1, 2
+
+TOPIC_NAMES = (
+    "comedy", "dance", "food", "pets", "gaming", "music", "sports", "beauty", "fashion",
+    "travel", "diy", "education", "tech", "cars", "fitness", "news", "movies", "art", "science",
+    "nature", "parenting", "finance", "anime", "asmr", "baking", "lifestyle", "motivation",
+    "history", "books", "gardening", "photography", "magic", "pranks", "vlogs", "memes",
+    "fishing", "camping", "skateboarding", "soccer", "basketball", "esports", "kpop", "makeup",
+    "skincare", "home", "crafts", "languages", "cinema",
+)  # fmt: skip
+_TAG_SUFFIXES = (
+    "tips", "challenge", "fails", "daily", "tutorial", "hacks", "review", "trend", "live",
+    "funny", "pro", "cute", "best", "howto", "bts", "reaction", "duet", "remix", "beginner",
+    "shorts",
+)  # fmt: skip
+#: minimum gap between two sessions of one user (the ETL's default session gap is 30 min)
+MIN_SESSION_GAP_US = 1_800 * US_PER_S
+_KEY_SHIFT = 1 << 44  # topic * shift + upload offset: each topic's pool is one sorted run
+#: the logging policy's eligibility refresh period (an hourly index build)
+SLOT_US = 3_600 * US_PER_S
+
+
+def topic_names(n_topics: int) -> list[str]:
+    """Readable names of ``n_topics`` topics (the categories); ``topicK`` past the list."""
+    return [TOPIC_NAMES[i] if i < len(TOPIC_NAMES) else f"topic{i}" for i in range(n_topics)]
+
+
+def tag_names(n_tags: int, n_topics: int) -> list[str]:
+    """Readable tag names: tag ``g`` belongs to topic ``g % n_topics`` (e.g. ``food_hacks``)."""
+    topics = topic_names(n_topics)
+    out = []
+    for g in range(n_tags):
+        j = g // n_topics
+        suffix = _TAG_SUFFIXES[j % len(_TAG_SUFFIXES)]
+        rnd = j // len(_TAG_SUFFIXES)
+        out.append(f"{topics[g % n_topics]}_{suffix}{rnd + 1 if rnd else ''}")
+    return out
+
+
+# ---------------------------------------------------------------- logging policy
+class LoggingPolicy:
+    """The production policy whose impressions the logs record (hence their exposure bias).
+
+    Each impression's source is drawn from the mix (``policy_trending``, ``policy_interest``,
+    ``policy_explore``, normalised):
+
+    * trending: popularity-weighted (``World.pop``) among videos uploaded in the last
+      ``trending_window_days``;
+    * interest: a topic from the user's *start* interests (the policy does not see drift),
+      replaced by a uniform topic with probability ``policy_noise``, then a popularity-weighted
+      video of that main topic; an empty pool falls back to explore;
+    * explore: uniform among all uploaded videos.
+
+    Only videos uploaded before the impression time are eligible (refreshed hourly, like an
+    index build): each pool is sorted by upload time, so the eligible set is a prefix whose end
+    per hour slot is precomputed, and weighted draws invert the cumulative weights over it.
+    """
+
+    def __init__(self, world: World, config: SimConfig) -> None:
+        mix = np.array([config.policy_trending, config.policy_interest, config.policy_explore])
+        self.cum_mix = np.cumsum(mix / mix.sum())
+        self.noise = config.policy_noise
+        self.window_us = int(config.trending_window_days * US_PER_DAY)
+        self.n_topics = world.n_topics
+        up = world.upload_us
+        self.base = int(up.min())
+        self.order = np.argsort(up, kind="stable")
+        self.up_sorted = up[self.order]
+        pop = world.pop.astype(np.float64)
+        self.cum_pop = np.concatenate([[0.0], np.cumsum(pop[self.order])])
+        main = world.main_topic.astype(np.int64)
+        self.order_t = np.lexsort((up, main))
+        self.key_t = main[self.order_t] * _KEY_SHIFT + (up[self.order_t] - self.base)
+        self.topic_start = np.searchsorted(main[self.order_t], np.arange(self.n_topics))
+        self.cum_pop_t = np.concatenate([[0.0], np.cumsum(pop[self.order_t])])
+        self.cum_theta = np.cumsum(world.theta_a, axis=1, dtype=np.float32)
+        # eligibility tables on an hourly grid (like an index refreshed every hour): for slot
+        # ``h`` (time in [base + h*slot, base + (h+1)*slot)) the end of the eligible prefix of
+        # all videos, of the trending window, and of each topic's pool
+        self.slot_us = SLOT_US
+        last = world.end_us + 2 * US_PER_DAY  # sessions may run a little past the horizon
+        n_slots = (last - self.base) // self.slot_us + 2
+        edge = self.base + np.arange(n_slots, dtype=np.int64) * self.slot_us
+        self.hi_all = np.searchsorted(self.up_sorted, edge, side="right")
+        self.lo_trend = np.searchsorted(self.up_sorted, edge - self.window_us, side="left")
+        self.lo_trend = np.where(
+            self.cum_pop[self.hi_all] > self.cum_pop[self.lo_trend], self.lo_trend, 0
+        )
+        topics = np.arange(self.n_topics, dtype=np.int64)
+        keys = topics[None, :] * _KEY_SHIFT + (edge - self.base)[:, None]  # (slots, T)
+        self.hi_topic = np.searchsorted(self.key_t, keys.ravel(), side="right").reshape(
+            n_slots, self.n_topics
+        )
+
+    def slot(self, ts_us: Arr) -> Arr:
+        """Index of the eligibility slot of times ``ts_us`` (videos uploaded up to the
+        slot's start are eligible)."""
+        return ((ts_us - self.base) // self.slot_us).clip(0, self.hi_all.shape[0] - 1)
+
+    @staticmethod
+    def _weighted(cum: Arr, lo: Arr, hi: Arr, u: Arr) -> Arr:
+        """Positions in [lo, hi) drawn with probability proportional to ``diff(cum)``."""
+        x = cum[lo] + u * (cum[hi] - cum[lo])
+        pos: Arr = np.clip(np.searchsorted(cum, x, side="right") - 1, lo, hi - 1)
+        return pos
+
+    def serve(
+        self, user: Arr, ts_us: Arr, seen_ring: Arr, rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.bool_]]:
+        """:meth:`sample` with one redraw where the video is in the lane's recent-video ring
+        ``seen_ring`` (n, S) (a light seen-filter, as production feeds have). Returns videos,
+        sources and whether each video is still a recent repeat."""
+        video, src = self.sample(user, ts_us, rng)
+        seen = (seen_ring == video[:, None]).any(1)
+        rep = np.flatnonzero(seen)
+        if rep.size:
+            video[rep], src[rep] = self.sample(user[rep], ts_us[rep], rng)
+            seen[rep] = (seen_ring[rep] == video[rep, None]).any(1)
+        return video, src, seen
+
+    def sample(
+        self, user: Arr, ts_us: Arr, rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
+        """One impression per lane: video indices (n,) and source codes (n,) (``POLICIES``)."""
+        n = user.shape[0]
+        u = rng.random((n, 3))
+        src = np.searchsorted(self.cum_mix, u[:, 0], side="right").clip(0, 2).astype(np.int8)
+        slot = self.slot(ts_us)
+        hi_all = self.hi_all[slot]
+        video = np.empty(n, dtype=np.int64)
+
+        tr = np.flatnonzero(src == TRENDING)
+        if tr.size:
+            hi, lo = hi_all[tr], self.lo_trend[slot[tr]]
+            video[tr] = self.order[self._weighted(self.cum_pop, lo, hi, u[tr, 2])]
+
+        it = np.flatnonzero(src == INTEREST)
+        if it.size:
+            u1 = u[it, 1]
+            noisy = u1 < self.noise
+            uu = np.where(
+                noisy, u1 / max(self.noise, 1e-12), (u1 - self.noise) / max(1.0 - self.noise, 1e-12)
+            )
+            by_belief = (self.cum_theta[user[it]] < uu[:, None].astype(np.float32)).sum(1)
+            topic = np.where(noisy, (uu * self.n_topics).astype(np.int64), by_belief)
+            topic = topic.clip(0, self.n_topics - 1)
+            lo = self.topic_start[topic]
+            hi = self.hi_topic[slot[it], topic]
+            ok = hi > lo
+            pos = self._weighted(self.cum_pop_t, lo[ok], hi[ok], u[it[ok], 2])
+            video[it[ok]] = self.order_t[pos]
+            src[it[~ok]] = EXPLORE  # nothing of that topic uploaded yet
+
+        ex = np.flatnonzero(src == EXPLORE)
+        if ex.size:
+            h = hi_all[ex]
+            video[ex] = self.order[(u[ex, 2] * h).astype(np.int64).clip(0, h - 1)]
+        return video, src
+
+
+# ---------------------------------------------------------------- lockstep simulation
+@dataclass
+class _Lanes:
+    """Per-lane state of the lockstep simulation (arrays indexed by lane).
+
+    A lane is one *segment* of one user's timeline (``entity``): sessions starting in
+    ``[segment start, seg_end)``, simulated one after another.
+    """
+
+    entity: npt.NDArray[np.int64]
+    user: npt.NDArray[np.int64]
+    seg_end: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    theta: npt.NDArray[np.float32]
+    trace: npt.NDArray[np.float32]
+    creators: npt.NDArray[np.int32]
+    seen: npt.NDArray[np.int32]
+    n_seen: npt.NDArray[np.int64]
+    fatigue: npt.NDArray[np.float32]
+    streak: npt.NDArray[np.float32]
+    position: npt.NDArray[np.int32]
+    elapsed: npt.NDArray[np.float32]
+    budget: npt.NDArray[np.float32]
+    seq: npt.NDArray[np.int32]
+    alive: npt.NDArray[np.bool_]
+
+    def take(self, keep: Arr) -> _Lanes:
+        return _Lanes(**{k: v[keep] for k, v in self.__dict__.items()})
+
+
+_EVENT_FIELDS = ("entity", "user", "video", "ts", "position", "watch", "skipped", "liked",
+                 "shared", "followed", "policy", "seq", "alive")  # fmt: skip
+#: expected impressions per session used only to plan segments (a performance heuristic)
+_PLAN_SESSION_LEN = 12.0
+
+
+def max_session_span_us(world: World) -> int:
+    """An upper bound on how long one session lasts: the largest budget plus the longest
+    possible last impression (180 s watched ``1 + max_replays + loop_tail`` < ``2 +
+    max_replays`` times) plus a swipe gap."""
+    b = world.behavior
+    return int((b.budget_max_s + 180.0 * (2 + b.max_replays) + b.swipe_gap_s + 1.0) * US_PER_S)
+
+
+def plan_segments(
+    world: World, users: npt.NDArray[np.int64], target_events: float, min_days: float = 2.0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Cut each user's timeline into segments of about ``target_events`` expected events.
+
+    Returns ``(local_user, seg_start_us, seg_end_us)`` per segment, ordered by (user, time).
+    Heavy users get several segments so that one lockstep step advances them in parallel
+    (no long single-lane tail); a segment spans at least ``min_days``.
+    """
+    origin = np.maximum(world.signup_us[users], world.start_us)
+    span = np.maximum(world.end_us - origin, 0)
+    days = span / US_PER_DAY
+    expected = world.activity[users] * days * _PLAN_SESSION_LEN
+    n_seg = np.clip(
+        np.ceil(expected / target_events), 1, np.maximum(1, np.floor(days / min_days))
+    ).astype(np.int64)
+    local = np.repeat(np.arange(users.shape[0], dtype=np.int64), n_seg)
+    first = np.concatenate([[0], np.cumsum(n_seg)[:-1]])
+    j = np.arange(local.shape[0]) - np.repeat(first, n_seg)
+    tot = n_seg[local]
+    seg_start = origin[local] + span[local] * j // tot
+    seg_end = origin[local] + span[local] * (j + 1) // tot
+    return local, seg_start.astype(np.int64), seg_end.astype(np.int64)
+
+
+def simulate_users(
+    world: World,
+    policy: LoggingPolicy,
+    users: npt.NDArray[np.int64],
+    rng: np.random.Generator,
+    on_users_done: Callable[[int], None] | None = None,
+    target_events: float = 128.0,
+) -> dict[str, Arr]:
+    """Simulate all sessions of ``users`` (m,), sorted, over the horizon; return event columns
+    (``_EVENT_FIELDS`` less ``alive``/``entity``), ordered by (user, time).
+
+    Every impression: the policy draws a video, :meth:`World.engagement` / ``probs`` /
+    ``sample`` give the response (one (n, 8) uniform block, as in :meth:`World.step`), the
+    session state advances, and the quit / budget / length rules may end the session; the next
+    session then starts after ``30 min + Exp(1 / activity)`` days, until the segment ends.
+
+    Segments (:func:`plan_segments`) run as separate lanes; a segment after the first opens
+    with a session ``max_session_span_us + Exp`` after its start, so sessions of one user never
+    overlap, and its recent-video memory (novelty) starts empty.
+    """
+    b = world.behavior
+    t_n, w_c, w_s = world.n_topics, b.creator_window, b.seen_window
+    local, seg_start, seg_end = plan_segments(world, users, target_events)
+    n_ent = local.shape[0]
+    is_first = np.ones(n_ent, dtype=bool)
+    is_first[1:] = local[1:] != local[:-1]
+    user_e = users[local]
+    gap_days = rng.exponential(1.0, size=n_ent) / world.activity[user_e]
+    start_ts = (
+        seg_start
+        + np.where(is_first, 0, max_session_span_us(world))
+        + (gap_days * US_PER_DAY).astype(np.int64)
+    )
+    lanes = _Lanes(
+        entity=np.arange(n_ent, dtype=np.int64),
+        user=user_e,
+        seg_end=seg_end,
+        ts=start_ts,
+        theta=np.zeros((n_ent, t_n), dtype=np.float32),
+        trace=np.zeros((n_ent, t_n), dtype=np.float32),
+        creators=np.full((n_ent, w_c), -1, dtype=np.int32),
+        seen=np.full((n_ent, w_s), -1, dtype=np.int32),
+        n_seen=np.zeros(n_ent, dtype=np.int64),
+        fatigue=np.zeros(n_ent, dtype=np.float32),
+        streak=np.zeros(n_ent, dtype=np.float32),
+        position=np.zeros(n_ent, dtype=np.int32),
+        elapsed=np.zeros(n_ent, dtype=np.float32),
+        budget=np.zeros(n_ent, dtype=np.float32),
+        seq=np.zeros(n_ent, dtype=np.int32),
+        alive=start_ts < seg_end,
+    )
+    # progress is reported in users: a user is done when its last segment is
+    last_seg = np.ones(n_ent, dtype=bool)
+    last_seg[:-1] = local[1:] != local[:-1]
+
+    def report(done_entities: Arr) -> None:
+        if on_users_done is not None:
+            k = int(last_seg[done_entities].sum())
+            if k:
+                on_users_done(k)
+
+    report(lanes.entity[~lanes.alive])
+    lanes = lanes.take(np.flatnonzero(lanes.alive))
+    rec: dict[str, list[Arr]] = {k: [] for k in _EVENT_FIELDS}
+    main = world.main_topic.astype(np.int64)
+    decay = np.float32(b.topic_decay)
+    while lanes.user.shape[0]:
+        n = lanes.user.shape[0]
+        lane = np.arange(n)
+        # --- sessions that start now: fresh state, interests drifted to the start time
+        st = np.flatnonzero(lanes.position == 0)
+        if st.size:
+            lanes.theta[st] = world.interests(lanes.user[st], lanes.ts[st])
+            lanes.trace[st] = 0.0
+            lanes.creators[st] = -1
+            lanes.fatigue[st] = 0.0
+            lanes.streak[st] = 0.0
+            lanes.elapsed[st] = 0.0
+            lanes.budget[st] = world.draw_budget(lanes.user[st], rng)
+        # --- the logging policy serves one video per lane
+        video, src = policy.sample(lanes.user, lanes.ts, rng)
+        video, src, seen = policy.serve(lanes.user, lanes.ts, lanes.seen, rng)
+        vcreator = world.creator[video]
+        flat = lane * t_n + main[video]
+        # --- the response model (the same functions the step API uses)
+        s, bore = world.engagement(
+            lanes.user, video, lanes.theta, lane, lanes.ts, lanes.fatigue,
+            lanes.trace.ravel()[flat], (lanes.creators == vcreator[:, None]).sum(1), seen,
+        )  # fmt: skip
+        u = rng.random((n, N_UNIFORMS), dtype=np.float32)
+        out = world.sample(world.probs(s, video), u)
+        for k, v in (("entity", lanes.entity), ("user", lanes.user), ("video", video),
+                     ("ts", lanes.ts), ("position", lanes.position),
+                     ("watch", out.watch_time_s), ("skipped", out.skipped),
+                     ("liked", out.liked), ("shared", out.shared), ("followed", out.followed),
+                     ("policy", src), ("seq", lanes.seq), ("alive", lanes.alive)):  # fmt: skip
+            # arrays updated in place below must be copied; the others are fresh per step
+            rec[k].append(v.copy() if k in ("ts", "position", "seq", "alive") else v)
+        # --- state update
+        lanes.fatigue += np.float32(b.fatigue_step) + np.float32(b.fatigue_skip) * out.skipped
+        lanes.streak = np.where(out.skipped, lanes.streak + 1, 0).astype(np.float32)
+        p_quit = world.quit_prob(s, bore, lanes.fatigue, lanes.streak)
+        spent = out.watch_time_s + np.float32(b.swipe_gap_s)
+        lanes.elapsed += spent
+        lanes.ts += (spent.astype(np.float64) * US_PER_S).round().astype(np.int64)
+        lanes.trace *= decay
+        lanes.trace.ravel()[flat] += 1.0
+        lanes.creators[lane, lanes.position % w_c] = vcreator
+        lanes.seen[lane, lanes.n_seen % w_s] = video
+        lanes.n_seen += 1
+        lanes.position += 1
+        lanes.seq += 1
+        ended = (
+            (u[:, U_QUIT] < p_quit)
+            | (lanes.elapsed >= lanes.budget)
+            | (lanes.position >= b.max_session_len)
+        )
+        e = np.flatnonzero(ended)
+        if e.size:
+            gap = rng.exponential(1.0, size=e.size) / world.activity[lanes.user[e]]
+            lanes.ts[e] += MIN_SESSION_GAP_US + (gap * US_PER_DAY).astype(np.int64)
+            lanes.position[e] = 0
+            finished = e[lanes.alive[e] & (lanes.ts[e] >= lanes.seg_end[e])]
+            lanes.alive[finished] = False
+            report(lanes.entity[finished])
+        # --- compact once a quarter of the lanes are finished (finished lanes keep running
+        # until then; their events are dropped below)
+        if lanes.alive.sum() <= 0.75 * n:
+            lanes = lanes.take(np.flatnonzero(lanes.alive))
+    if not rec["user"]:
+        return {k: np.zeros(0, dtype=np.int64) for k in _EVENT_FIELDS
+                if k not in ("alive", "entity")}  # fmt: skip
+    keep = np.concatenate(rec.pop("alive"))
+    cols = {k: np.concatenate(v)[keep] for k, v in rec.items()}
+    # order by (user, time) in O(n): entities are ordered by (user, time) and each entity's
+    # events are numbered 0..c-1 by ``seq``
+    ent = cols.pop("entity")
+    counts = np.bincount(ent, minlength=n_ent)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    dest = offsets[ent] + cols["seq"]
+    out_cols: dict[str, Arr] = {}
+    for k, v in cols.items():
+        o = np.empty_like(v)
+        o[dest] = v
+        out_cols[k] = o
+    return out_cols
+
+
+# ---------------------------------------------------------------- tables
+def _events_frame(
+    world: World, cols: dict[str, Arr], event0: int, session0: int, request0: int, page: int
+) -> pl.DataFrame:
+    """The events table of one chunk (schema.EVENTS) with global ids starting at the offsets."""
+    n = cols["user"].shape[0]
+    pos = cols["position"].astype(np.int32)
+    dur = world.duration_s[cols["video"]]
+    watch = cols["watch"].astype(np.float32)
+    ratio = (watch / dur).astype(np.float32)
+    session = session0 + np.cumsum(pos == 0, dtype=np.int64) - 1
+    request = request0 + np.cumsum(pos % page == 0, dtype=np.int64) - 1
+    policy = pl.Series(S.POLICY, POLICIES, dtype=pl.String).gather(cols["policy"].astype(np.int64))
+    return pl.DataFrame(
+        [
+            pl.Series(S.EVENT_ID, np.arange(event0, event0 + n, dtype=np.int64)),
+            pl.Series(S.REQUEST_ID, request),
+            pl.Series(S.SESSION_ID, session),
+            pl.Series(S.USER_IDX, cols["user"].astype(np.int32)),
+            pl.Series(S.VIDEO_IDX, cols["video"].astype(np.int32)),
+            pl.Series(S.TS, cols["ts"].astype(np.int64)).cast(S.UTC_TS),
+            pl.Series(S.POSITION, pos),
+            pl.Series(S.WATCH_TIME_S, watch),
+            pl.Series(S.WATCH_RATIO, ratio),
+            pl.Series(S.SKIPPED, cols["skipped"].astype(bool)),
+            pl.Series(S.LIKED, cols["liked"].astype(bool)),
+            pl.Series(S.SHARED, cols["shared"].astype(bool)),
+            pl.Series(S.FOLLOWED, cols["followed"].astype(bool)),
+            policy.alias(S.POLICY),
+        ]
+    )
+
+
+def _video_tags(world: World, config: SimConfig, rng: np.random.Generator) -> pl.Series:
+    """Tags per video: 1..``tags_per_video_max`` tags, each from a topic of the video's
+    mixture (by weight) or, with probability ``tag_noise``, from a random topic (cross-topic
+    noise); within a topic, tags are skewed towards its first ones. Duplicates dropped."""
+    n_v, t, g = world.n_videos, world.n_topics, config.n_tags
+    mx = config.tags_per_video_max
+    n_tags = rng.integers(1, mx + 1, size=n_v)
+    cum_w = np.cumsum(world.video_topic_w, axis=1)
+    u = rng.random((n_v, mx, 3))
+    slot = (cum_w[:, None, :] < u[:, :, 0:1]).sum(2).clip(0, cum_w.shape[1] - 1)
+    topic = np.take_along_axis(world.video_topics.astype(np.int64), slot, axis=1)
+    noisy = u[:, :, 1] < config.tag_noise
+    topic = np.where(
+        noisy, (u[:, :, 1] / max(config.tag_noise, 1e-12) * t).astype(np.int64), topic
+    ).clip(0, t - 1)
+    n_in = (g - topic + t - 1) // t  # tags of topic k: k, k + t, k + 2t, ... < g
+    tag = topic + t * (u[:, :, 2] ** 2 * n_in).astype(np.int64).clip(0, n_in - 1)
+    tag = np.where(np.arange(mx)[None, :] < n_tags[:, None], tag, np.iinfo(np.int64).max)
+    tag.sort(axis=1)
+    keep = tag != np.iinfo(np.int64).max
+    keep[:, 1:] &= tag[:, 1:] != tag[:, :-1]
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int32)
+    values = tag[keep].astype(np.int32)
+    arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pl.Series(S.TAGS, arr, dtype=pl.List(pl.Int32))
+
+
+def _videos_frame(world: World, config: SimConfig, rng: np.random.Generator) -> pl.DataFrame:
+    tags = _video_tags(world, config, rng)
+    names = pl.Series(tag_names(config.n_tags, config.n_topics), dtype=pl.String)
+    first = names.gather(tags.list.first().cast(pl.Int64))
+    idx = np.arange(world.n_videos, dtype=np.int32)
+    df = pl.DataFrame(
+        [
+            pl.Series(S.VIDEO_IDX, idx),
+            pl.Series(S.CREATOR_IDX, world.creator.astype(np.int32)),
+            pl.Series(S.CATEGORY, world.main_topic.astype(np.int16)),
+            tags,
+            pl.Series(S.DURATION_S, world.duration_s.astype(np.float32)),
+            pl.Series(S.UPLOAD_TS, world.upload_us).cast(S.UTC_TS),
+            pl.Series("_first", first),
+        ]
+    )
+    return df.with_columns(
+        pl.format("#{} clip {}", pl.col("_first"), pl.col(S.VIDEO_IDX)).alias(S.TITLE)
+    ).drop("_first")
+
+
+def _users_frame(world: World, rng: np.random.Generator) -> pl.DataFrame:
+    n = world.n_users
+    region_p = np.array([0.22, 0.14, 0.2, 0.12, 0.1, 0.08, 0.07, 0.07])
+    age_p = np.array([0.12, 0.34, 0.28, 0.16, 0.1])
+    dev_p = np.array([0.62, 0.33, 0.05])
+    pick = [rng.choice(len(p), size=n, p=p / p.sum()) for p in (region_p, age_p, dev_p)]
+    return pl.DataFrame(
+        [
+            pl.Series(S.USER_IDX, np.arange(n, dtype=np.int32)),
+            pl.Series(S.SIGNUP_TS, world.signup_us).cast(S.UTC_TS),
+            pl.Series(S.REGION, S.REGIONS, dtype=pl.String).gather(pick[0]),
+            pl.Series(S.AGE_BUCKET, S.AGE_BUCKETS, dtype=pl.String).gather(pick[1]),
+            pl.Series(S.DEVICE, S.DEVICES, dtype=pl.String).gather(pick[2]),
+        ]
+    )
+
+
+def _id_series(prefix: str, n: int) -> pl.Series:
+    return pl.select(pl.format(prefix + "{}", pl.int_range(0, n, dtype=pl.Int64))).to_series()
+
+
+def _write_checked(df: pl.DataFrame, schema: S.TableSchema, path: Path) -> None:
+    """Validate at the boundary, then write atomically."""
+    io.write_parquet_atomic(S.check(df, schema, str(path)), path)
+
+
+# ---------------------------------------------------------------- entry point
+def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Generate a complete synthetic dataset into ``out`` (atomically replaced).
+
+    Writes ``manifest.json``, ``videos.parquet``, ``users.parquet``, ``events/part-*.parquet``
+    (one part per chunk of ``config.chunk_users`` users; event ids increase in (chunk, user,
+    time) order), ``vocab/*.parquet`` and ``truth/`` (:meth:`World.save`). Returns a summary:
+    ``{"counts": {...}, "seconds": float, "events_per_s": float, "out": str}``.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    world = build_world(config, np.random.default_rng([config.seed, 0]))
+    table_rng = np.random.default_rng([config.seed, 2])
+    policy = LoggingPolicy(world, config)
+    n_events = n_sessions = n_requests = 0
+    with io.atomic_dir(out) as tmp, _progress_bar(progress, world.n_users) as advance:
+        _write_checked(_videos_frame(world, config, table_rng), S.VIDEOS, tmp / io.VIDEOS_FILE)
+        _write_checked(_users_frame(world, table_rng), S.USERS, tmp / io.USERS_FILE)
+        vocabs = {
+            "users": _id_series("u", world.n_users),
+            "videos": _id_series("v", world.n_videos),
+            "creators": _id_series("c", config.n_creators),
+            "tags": pl.Series(tag_names(config.n_tags, config.n_topics)),
+            "categories": pl.Series(topic_names(config.n_topics)),
+        }
+        for name, ids in vocabs.items():
+            path = tmp / io.VOCAB_DIR / f"{name}.parquet"
+            _write_checked(io.vocab_frame(ids), S.VOCAB, path)
+        chunk = config.chunk_users
+        # chunk i is checked and written on a second thread while chunk i+1 is simulated
+        # (numpy and polars release the GIL); at most two chunks are in memory at once
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending: Future[None] | None = None
+            for i, lo in enumerate(range(0, world.n_users, chunk)):
+                users = np.arange(lo, min(lo + chunk, world.n_users), dtype=np.int64)
+                rng = np.random.default_rng([config.seed, 1, i])
+                cols = simulate_users(world, policy, users, rng, advance)
+                df = _events_frame(world, cols, n_events, n_sessions, n_requests,
+                                   config.page_size)  # fmt: skip
+                n_events += df.height
+                pos = cols["position"]
+                n_sessions += int((pos == 0).sum())
+                n_requests += int((pos % config.page_size == 0).sum())
+                del cols
+                if pending is not None:
+                    pending.result()
+                path = tmp / io.EVENTS_DIR / f"part-{i:05d}.parquet"
+                pending = writer.submit(_write_checked, df, S.EVENTS, path)
+                del df
+            if pending is not None:
+                pending.result()
+        world.save(tmp / io.TRUTH_DIR)
+        seconds = time.perf_counter() - t0
+        counts = {
+            "users": world.n_users,
+            "videos": world.n_videos,
+            "creators": config.n_creators,
+            "tags": config.n_tags,
+            "categories": config.n_topics,
+            "events": n_events,
+            "sessions": n_sessions,
+            "requests": n_requests,
+        }
+        manifest = {
+            "kind": "synthetic",
+            "preset": config.preset,
+            "seed": config.seed,
+            "config": config.model_dump(mode="json"),
+            "counts": counts,
+            "skip_threshold_s": config.skip_threshold_s,
+            "start_us": world.start_us,
+            "end_us": world.end_us,
+        }
+        io.write_json_atomic(manifest, tmp / io.MANIFEST)
+    return {
+        "counts": counts,
+        "seconds": seconds,
+        "events_per_s": n_events / max(seconds, 1e-9),
+        "out": str(out),
+    }
+
+
+class _progress_bar:  # lower-case: used like a function in a ``with``
+    """A Rich progress bar over users (a no-op when disabled); yields an ``advance(n)``."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self._p: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self._p = Progress(transient=False)
+        self._p.start()
+        task = self._p.add_task("simulating users", total=self.total)
+        return lambda n: self._p.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.stop()

@@ -1,0 +1,265 @@
+"""Diversity re-ranking: MMR, greedy DPP MAP inference, creator/topic caps (pure numpy).
+
+All selectors take the ranked candidates' relevance ``r`` (n,), a similarity matrix ``sim``
+(n, n) with values in [0, 1] and ``sim_ii = 1``, and return the indices of the chosen ``k``
+items in page order. Caps restrict every greedy step to items whose creator and topic have not
+yet reached their per-page limit, counting what the session already served (look-back).
+
+* MMR (Carbonell & Goldstein, SIGIR 1998): pick ``argmax lambda r_i - (1 - lambda) max_{j in
+  P} sim_ij`` over the not-yet-picked items, ``P`` the page so far.
+* DPP (Chen, Zhang & Zhou, "Fast Greedy MAP Inference for Determinantal Point Process to
+  Improve Recommendation Diversity", NeurIPS 2018, Algorithm 1): kernel
+  ``L = diag(q) S diag(q)``, ``q_i = exp(alpha r_i)``, ``alpha = theta / (2 (1 - theta))``
+  (section 4), with ``r`` min-max scaled to [0, 1]; each step adds the item with the largest
+  marginal gain in ``log det L_P``, maintained by an incremental Cholesky factor in O(n k)
+  per step (O(n k^2) in all).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from shortrec.config import RerankConfig
+from shortrec.schema import BadInput
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+class RerankInputError(BadInput):
+    """Inputs of a re-ranker with inconsistent shapes or invalid values (names the field)."""
+
+
+# ---------------------------------------------------------------- similarity
+def tag_jaccard(tags: npt.NDArray[np.integer]) -> F64:
+    """Jaccard similarity of tag sets: ``tags`` (n, T) with ``-1`` padding -> (n, n).
+
+    The diagonal is 1 (an item is identical to itself, tagged or not).
+    """
+    t = np.asarray(tags)
+    if t.ndim != 2:
+        raise RerankInputError(f"tags: expected shape (n, T), got {t.shape}")
+    present = t >= 0  # (n, T)
+    eq = (t[:, None, :, None] == t[None, :, None, :]) & present[:, None, :, None]  # (n,n,T,T)
+    inter = eq.any(axis=3).sum(axis=2).astype(np.float64)  # (n, n)
+    cnt = present.sum(axis=1).astype(np.float64)
+    union = cnt[:, None] + cnt[None, :] - inter
+    sim: F64 = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+def cosine_similarity(emb: npt.NDArray[np.floating]) -> F64:
+    """Cosine similarity of embeddings (n, d), clipped to [0, 1], diagonal 1 -> (n, n)."""
+    e = np.asarray(emb, np.float64)
+    if e.ndim != 2:
+        raise RerankInputError(f"embeddings: expected shape (n, d), got {e.shape}")
+    z = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    sim: F64 = np.clip(z @ z.T, 0.0, 1.0)
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+# ---------------------------------------------------------------- caps
+@dataclass
+class Caps:
+    """Per-page caps on creator and topic repetition with session look-back.
+
+    ``creators`` / ``topics`` (n,) per candidate (``-1``: unknown, never capped); the counts
+    start from the session's last ``lookback`` served items (``served_creators`` /
+    ``served_topics``, oldest first), so a creator the user just saw twice is already at a cap
+    of 2 on the next page.
+    """
+
+    creators: I64
+    topics: I64
+    max_per_creator: int | None
+    max_per_topic: int | None
+    creator_count: Counter[int] = field(default_factory=Counter)
+    topic_count: Counter[int] = field(default_factory=Counter)
+
+    @staticmethod
+    def build(
+        creators: npt.NDArray[np.integer] | None,
+        topics: npt.NDArray[np.integer] | None,
+        n: int,
+        config: RerankConfig,
+        served_creators: Sequence[int] = (),
+        served_topics: Sequence[int] = (),
+    ) -> Caps:
+        c = np.full(n, -1, np.int64) if creators is None else np.asarray(creators, np.int64)
+        t = np.full(n, -1, np.int64) if topics is None else np.asarray(topics, np.int64)
+        for name, arr in (("creators", c), ("topics", t)):
+            if arr.shape != (n,):
+                raise RerankInputError(f"{name}: shape {arr.shape}, expected ({n},)")
+        look = config.lookback
+        sc = list(served_creators)[-look:] if look else []
+        st = list(served_topics)[-look:] if look else []
+        return Caps(
+            c,
+            t,
+            config.max_per_creator,
+            config.max_per_topic,
+            Counter(int(x) for x in sc if x >= 0),
+            Counter(int(x) for x in st if x >= 0),
+        )
+
+    def allowed(self) -> npt.NDArray[np.bool_]:
+        """(n,) True where adding the item keeps both caps."""
+        ok = np.ones(self.creators.shape[0], bool)
+        for arr, cap, count in (
+            (self.creators, self.max_per_creator, self.creator_count),
+            (self.topics, self.max_per_topic, self.topic_count),
+        ):
+            if cap is None:
+                continue
+            full = [k for k, v in count.items() if v >= cap]
+            if full:
+                ok &= ~np.isin(arr, full)
+        return ok
+
+    def add(self, i: int) -> None:
+        if self.creators[i] >= 0:
+            self.creator_count[int(self.creators[i])] += 1
+        if self.topics[i] >= 0:
+            self.topic_count[int(self.topics[i])] += 1
+
+
+def _check(
+    relevance: npt.NDArray[np.floating],
+    sim: npt.NDArray[np.floating],
+    k: int,
+) -> tuple[F64, F64, int]:
+    r = np.asarray(relevance, np.float64)
+    s = np.asarray(sim, np.float64)
+    n = r.shape[0]
+    if r.ndim != 1:
+        raise RerankInputError(f"relevance: expected shape (n,), got {r.shape}")
+    if s.shape != (n, n):
+        raise RerankInputError(f"sim: shape {s.shape}, expected ({n}, {n})")
+    if not np.all(np.isfinite(r)):
+        raise RerankInputError("relevance: non-finite values")
+    if k < 0:
+        raise RerankInputError(f"k: must be >= 0, got {k}")
+    return r, s, min(k, n)
+
+
+def _pick(gain: F64, taken: npt.NDArray[np.bool_], caps: Caps | None) -> int:
+    """Best item by ``gain`` among untaken ones that keep the caps; when the caps exclude every
+    remaining item, the best untaken item (caps are best-effort so a page is always full)."""
+    g = np.where(taken, -np.inf, gain)
+    if caps is not None:
+        capped = np.where(caps.allowed(), g, -np.inf)
+        if np.isfinite(capped).any():
+            return int(np.argmax(capped))
+    return int(np.argmax(g))
+
+
+# ---------------------------------------------------------------- selectors
+def mmr(
+    relevance: npt.NDArray[np.floating],
+    sim: npt.NDArray[np.floating],
+    k: int,
+    trade_off: float,
+    caps: Caps | None = None,
+) -> I64:
+    """Maximal Marginal Relevance: ``k`` indices in page order.
+
+    ``trade_off`` = lambda in [0, 1]: 1 is pure relevance order, 0 pure dissimilarity.
+    """
+    r, s, k = _check(relevance, sim, k)
+    n = r.shape[0]
+    taken = np.zeros(n, bool)
+    max_sim = np.zeros(n)  # (n,) max similarity to the page so far
+    out = np.empty(k, np.int64)
+    for step in range(k):
+        gain = trade_off * r - (1.0 - trade_off) * max_sim
+        i = _pick(gain, taken, caps)
+        out[step] = i
+        taken[i] = True
+        np.maximum(max_sim, s[i], out=max_sim)
+        if caps is not None:
+            caps.add(i)
+    return out
+
+
+def dpp_greedy(
+    relevance: npt.NDArray[np.floating],
+    sim: npt.NDArray[np.floating],
+    k: int,
+    trade_off: float,
+    epsilon: float = 1e-6,
+    caps: Caps | None = None,
+) -> I64:
+    """Greedy MAP inference of a DPP (Chen et al. 2018, Algorithm 1): ``k`` indices.
+
+    ``trade_off`` = theta in [0, 1] (1: relevance order; 0: quality ignored). When the
+    remaining marginal gain ``d_i^2`` of every item falls below ``epsilon`` (the page so far
+    spans the similarity space), the rest of the page is filled in relevance order.
+    """
+    r, s, k = _check(relevance, sim, k)
+    n = r.shape[0]
+    out = np.empty(k, np.int64)
+    taken = np.zeros(n, bool)
+    if trade_off >= 1.0 or n == 0:
+        return _fill(taken, out, 0, caps, r)
+    span = r.max() - r.min()
+    rn = (r - r.min()) / span if span > 0 else np.zeros(n)
+    alpha = trade_off / (2.0 * (1.0 - trade_off))
+    q = np.exp(alpha * rn)  # (n,) quality
+    kernel = q[:, None] * s * q[None, :]  # (n, n) L = diag(q) S diag(q)
+    d2 = np.diag(kernel).copy()  # (n,) marginal gains d_i^2
+    cis = np.zeros((k, n))  # incremental Cholesky rows
+    for step in range(k):
+        gain = np.where(d2 > epsilon, np.log(np.maximum(d2, epsilon)), -np.inf)
+        if not np.isfinite(np.where(taken, -np.inf, gain)).any():
+            return _fill(taken, out, step, caps, r)
+        # capped-out items must not be picked while an allowed item still has gain
+        j = _pick(np.where(np.isfinite(gain), gain, -1e300), taken, caps)
+        out[step] = j
+        taken[j] = True
+        if caps is not None:
+            caps.add(j)
+        if d2[j] > epsilon:
+            e = (kernel[j] - cis[:step, j] @ cis[:step]) / np.sqrt(d2[j])  # (n,)
+            cis[step] = e
+            d2 = d2 - e * e
+        # else: chosen for the caps without gain; it leaves the Cholesky factor unchanged
+        d2[j] = -np.inf
+    return out
+
+
+def _fill(taken: npt.NDArray[np.bool_], out: I64, start: int, caps: Caps | None, r: F64) -> I64:
+    """Fill ``out[start:]`` with untaken items in relevance order, honouring caps if possible."""
+    for step in range(start, out.shape[0]):
+        i = _pick(r.copy(), taken, caps)
+        out[step] = i
+        taken[i] = True
+        if caps is not None:
+            caps.add(i)
+    return out
+
+
+def rerank(
+    relevance: npt.NDArray[np.floating],
+    sim: npt.NDArray[np.floating],
+    config: RerankConfig,
+    creators: npt.NDArray[np.integer] | None = None,
+    topics: npt.NDArray[np.integer] | None = None,
+    served_creators: Sequence[int] = (),
+    served_topics: Sequence[int] = (),
+) -> I64:
+    """Re-rank candidates with ``config.method`` and caps; returns ``config.k`` indices."""
+    n = int(np.asarray(relevance).shape[0])
+    caps = Caps.build(creators, topics, n, config, served_creators, served_topics)
+    if config.method == "mmr":
+        return mmr(relevance, sim, config.k, config.trade_off, caps)
+    if config.method == "dpp":
+        return dpp_greedy(relevance, sim, config.k, config.trade_off, config.dpp_epsilon, caps)
+    r, _, k = _check(relevance, sim, config.k)
+    return _fill(np.zeros(n, bool), np.empty(k, np.int64), 0, caps, r)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shortrec.config import MergeConfig
+from shortrec.retrieval.merge import merge, quota_slots
+from shortrec.retrieval.types import Candidates
+
+
+def _c(name: str, vids: list[int]) -> Candidates:
+    return Candidates(
+        name, np.array(vids, np.int32), np.linspace(1, 0, len(vids), dtype=np.float32)
+    )
+
+
+def test_quotas_dedupe_and_provenance() -> None:
+    a = _c("two_tower", [1, 2, 3, 4, 5, 6])
+    b = _c("trending", [2, 7, 8, 9])
+    m = merge([a, b], {"two_tower": 0.5, "trending": 0.5}, total=6)
+    got = set(m.video_idx.tolist())
+    # two_tower admits 1,2,3; trending skips 2 (taken) and admits 7,8,9
+    assert got == {1, 2, 3, 7, 8, 9}
+    assert len(m.video_idx) == len(got)
+    i = m.video_idx.tolist().index(2)
+    assert m.sources_of(i) == ("two_tower", "trending")
+    assert m.from_source("trending").sum() == 4
+    # 2 is ranked first by both-source fusion
+    assert m.video_idx[0] == 2
+
+
+def test_seen_never_returned_and_short_sources_fill_from_others() -> None:
+    a = _c("two_tower", [1, 2, 3, 4, 5, 6, 7, 8])
+    b = _c("fresh", [1, 9])
+    m = merge([a, b], {"two_tower": 0.5, "fresh": 0.5}, total=6, seen=[1, 4])
+    assert not set(m.video_idx.tolist()) & {1, 4}
+    assert len(m) == 6  # fresh had one unseen video: its other slots went to two_tower
+    assert set(m.video_idx.tolist()) == {2, 3, 5, 6, 7, 9}
+
+
+def test_quota_limits_a_source_when_others_have_enough() -> None:
+    a = _c("two_tower", list(range(100, 200)))
+    b = _c("trending", list(range(0, 100)))
+    m = merge([a, b], {"two_tower": 0.8, "trending": 0.2}, total=10)
+    assert m.from_source("two_tower").sum() == 8
+    assert m.from_source("trending").sum() == 2
+
+
+def test_quota_slots_preserve_the_total() -> None:
+    assert quota_slots({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 10) == {"a": 4, "b": 3, "c": 3}
+    assert sum(quota_slots({"a": 0.45, "b": 0.2, "c": 0.35}, 7).values()) == 7
+
+
+def test_duplicate_source_names_rejected_and_empty_input() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        merge([_c("tags", [1]), _c("tags", [2])], {"tags": 1.0}, 5)
+    assert len(merge([Candidates.empty("tags")], {"tags": 1.0}, 5)) == 0
+
+
+def test_merge_config_rejects_bad_quotas() -> None:
+    with pytest.raises(ValueError, match="unknown source"):
+        MergeConfig(quotas={"nope": 0.5})
+    with pytest.raises(ValueError, match="sum"):
+        MergeConfig(quotas={"tags": 0.7, "trending": 0.7})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lists=st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=4),
+    seen=st.lists(st.integers(0, 40), max_size=20),
+    total=st.integers(1, 50),
+)
+def test_merge_properties(lists: list[list[int]], seen: list[int], total: int) -> None:
+    names = ["two_tower", "tags", "trending", "fresh"][: len(lists)]
+    cands = [_c(n, list(dict.fromkeys(v))) for n, v in zip(names, lists, strict=True)]
+    m = merge(cands, {n: 1.0 / len(names) for n in names}, total, seen)
+    out = m.video_idx.tolist()
+    unseen_union = {v for vs in lists for v in vs} - set(seen)
+    assert len(out) == len(set(out))  # dedupe
+    assert not set(out) & set(seen)  # seen filter
+    assert len(out) == min(total, len(unseen_union))  # full when possible
+    assert np.all(np.diff(m.score) <= 0)
+    for i, v in enumerate(out):  # provenance is exactly the sources that proposed it
+        assert set(m.sources_of(i)) == {n for n, vs in zip(names, lists, strict=True) if v in vs}
