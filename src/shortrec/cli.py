@@ -110,6 +110,43 @@ def etl(
     _print_summary(_run(lambda: pipelines.etl(data_dir, progress)))
 
 
+train_app = typer.Typer(help="Train models into an artifact bundle.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+DataDir = Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory (after etl).")]
+Artifacts = Annotated[Path, typer.Option(help="Artifact bundle directory.")]
+
+
+@train_app.command("retrieval")
+def train_retrieval(
+    data_dir: DataDir, artifacts: Artifacts = Path("artifacts"), progress: Progress = True
+) -> None:
+    """Train the two-tower model, build the FAISS index and fit every candidate source."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.train_retrieval(data_dir, artifacts, progress)))
+
+
+@train_app.command("ranker")
+def train_ranker(
+    data_dir: DataDir, artifacts: Artifacts = Path("artifacts"), progress: Progress = True
+) -> None:
+    """Train the multi-task Transformer ranker and export it to ONNX."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.train_ranker(data_dir, artifacts, progress)))
+
+
+@app.command()
+def build(
+    data_dir: DataDir, artifacts: Artifacts = Path("artifacts"), progress: Progress = True
+) -> None:
+    """ETL, then retrieval, then the ranker, in order."""
+    from shortrec import pipelines
+
+    _print_summary(_run(lambda: pipelines.build(data_dir, artifacts, progress)))
+
+
 @app.command()
 def validate(
     data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],

@@ -212,7 +212,7 @@ class EtlConfig(StrictModel):
     prior_strength: float = Field(default=20.0, ge=0)
     tag_half_life_days: float = Field(default=7.0, gt=0)
     n_buckets: int | None = Field(default=None, ge=1)
-    events_per_bucket: int = Field(default=4_000_000, ge=1)
+    events_per_bucket: int = Field(default=2_000_000, ge=1)
     history_len: int = Field(default=50, ge=1)
     complete_ratio: float = Field(default=0.9, gt=0)
     full_validation_max_events: int = Field(default=2_000_000, ge=0)

@@ -13,7 +13,16 @@ from typing import Any
 from rich.console import Console
 
 from shortrec import schema as S
-from shortrec.config import EtlConfig, EvalConfig, IngestConfig, SimConfig
+import polars as pl
+
+from shortrec.config import (
+    EtlConfig,
+    EvalConfig,
+    IngestConfig,
+    RankerConfig,
+    RetrievalConfig,
+    SimConfig,
+)
 from shortrec.data import io
 
 console = Console(stderr=True)
@@ -71,6 +80,65 @@ def etl(root: Path, progress: bool = True, config: EtlConfig | None = None) -> d
     from shortrec.data import etl as etl_mod
 
     return etl_mod.run_etl(Path(root), config or EtlConfig(), progress=progress)
+
+
+def _etl_inputs(root: Path) -> tuple[io.Dataset, pl.DataFrame, str]:
+    """The dataset, its ETL events and the ETL data fingerprint (fails if the ETL has not run)."""
+    from shortrec.data import etl as etl_mod
+
+    ds = io.Dataset.open(Path(root))
+    etl_dir = Path(root) / io.ETL_DIR
+    if not (etl_dir / "manifest.json").is_file():
+        raise S.BadInput(f"{root}: no ETL output in {etl_dir}; run `shortrec etl {root}` first")
+    fingerprint = str(io.read_json(etl_dir / "manifest.json").get("fingerprint", ""))
+    return ds, etl_mod.read_etl_events(Path(root)).collect(), fingerprint
+
+
+def train_retrieval(
+    root: Path, art: Path, progress: bool = True, config: RetrievalConfig | None = None
+) -> dict[str, Any]:
+    """Train the two-tower model, fit every candidate source and write the bundle component."""
+    from shortrec.retrieval import pipeline as retrieval
+
+    ds, events, fingerprint = _etl_inputs(root)
+    return retrieval.train_retrieval(
+        events,
+        ds.videos().collect(),
+        ds.users().collect(),
+        config or RetrievalConfig(),
+        Path(art),
+        fingerprint,
+        progress=progress,
+        seed=0,
+    )
+
+
+def train_ranker(
+    root: Path, art: Path, progress: bool = True, config: RankerConfig | None = None
+) -> dict[str, Any]:
+    """Train the multi-task ranker, export it to ONNX and write the bundle component."""
+    from shortrec.ranking import train
+
+    ds, events, fingerprint = _etl_inputs(root)
+    return train.train_ranker(
+        events,
+        ds.videos().collect(),
+        config or RankerConfig(),
+        Path(art),
+        fingerprint,
+        seed=0,
+        progress=progress,
+        users=ds.users().collect(),
+    )
+
+
+def build(root: Path, art: Path, progress: bool = True) -> dict[str, Any]:
+    """ETL, then retrieval, then the ranker, in order."""
+    return {
+        "etl": etl(root, progress=progress),
+        "retrieval": train_retrieval(root, art, progress=progress),
+        "ranker": train_ranker(root, art, progress=progress),
+    }
 
 
 def validate(root: Path) -> dict[str, Any]:

@@ -2,17 +2,19 @@
 
 Phases (DESIGN.md section 3b; each phase is a map over buckets plus a small merge):
 
-0. *Scan*: dtype check of every event file, full validation for small data, time range,
-   cut-offs, referential check of ``video_idx`` against the catalogue.
-1. *Shuffle by user bucket* (``user_idx % B``) with a partitioned streaming sink.
+0. *Scan*: dtype check of every event file from its footer; for small data, a check that
+   duplicate deliveries share ``user_idx``.
+1. *Shuffle by user bucket* (``user_idx % B``): one read per event file, fused with value
+   validation (small data) and the time range; skipped when ``B == 1``.
 2. *Per user bucket* — :func:`process_user_bucket`, a pure function
    ``(events, prior_state) -> (features, new_state)``: dedupe, sessionise, splits, labels,
    per-user point-in-time features, tag affinities, histories; plus hourly sufficient statistics
-   and train totals that are merged across buckets by addition.
-3. *Per creator bucket* (``creator_idx % B``; a creator bucket holds every impression of its
-   videos): point-in-time video and creator statistics and the train-split stats tables.
-4. *Per user bucket*: join 2 and 3 on ``event_id``, smooth toward the point-in-time global
-   prior, write the samples.
+   and train totals that are merged across buckets by addition. Its user-side sample rows go
+   to creator buckets (``creator_idx % B``).
+3. *Per creator bucket* (a creator bucket holds every impression of its videos):
+   :func:`process_creator_bucket` adds point-in-time video and creator statistics,
+   :func:`_assemble_samples` smooths them toward the point-in-time global prior and the samples
+   are written; the train sums give the stats tables.
 
 Everything is written under a temporary sibling of ``DIR/etl`` and renamed into place.
 """
