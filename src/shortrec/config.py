@@ -112,7 +112,7 @@ class SimConfig(StrictModel):
     horizon_days: float = Field(default=14.0, gt=0)
     start: str = "2026-01-01T00:00:00+00:00"
     skip_threshold_s: float = Field(default=DEFAULT_SKIP_THRESHOLD_S, gt=0, lt=5.0)
-    chunk_users: int = Field(default=10_000, ge=1)
+    chunk_users: int = Field(default=5_000, ge=1)
     #: users: sparse interests (topics with weight > 0 per user, Dirichlet concentration)
     user_topics_min: int = Field(default=1, ge=1)
     user_topics_max: int = Field(default=4, ge=1)
@@ -335,13 +335,17 @@ class TwoTowerConfig(StrictModel):
 class IndexConfig(StrictModel):
     """FAISS index: exact (flat inner product) up to ``exact_max`` vectors, ANN above.
 
+    IVF is the default ANN: on 1M 64-d clustered vectors (bench/bench_retrieval.py, 2 cores)
+    IVF-Flat (4 sqrt(n) lists, nprobe 32) built in 21 s with recall@100 1.0 at 0.22 ms p50,
+    while HNSW32 (efConstruction 64, efSearch 128) took minutes to build for recall@100 0.83.
+
     ``threads`` OpenMP threads build the index; searches then run on ``search_threads``: one
     query per request parallelises across requests, and on a busy 2-core machine a 2-thread
     single-query search was measured 70x slower (28 ms vs 0.4 ms p50 at 50k) than 1 thread.
     """
 
     exact_max: int = Field(default=100_000, ge=1)
-    ann: Literal["hnsw", "ivf"] = "hnsw"
+    ann: Literal["hnsw", "ivf"] = "ivf"
     hnsw_m: int = Field(default=32, ge=4)
     hnsw_ef_construction: int = Field(default=64, ge=8)
     hnsw_ef_search: int = Field(default=128, ge=1)
@@ -722,3 +726,52 @@ class StoreConfig(StrictModel):
     stream_claim_idle_ms: int = Field(default=30_000, ge=1)
     old_version_grace_s: int = Field(default=60, ge=1)
     publish_chunk: int = Field(default=5_000, ge=1)
+
+
+# ---- serving (owned by serving/)
+class ServingConfig(StrictModel):
+    """Online serving (``serving/``; the API and every bound are described in docs/api.md).
+
+    Time budget of one feed request: ``budget_ms`` in all, each stage with its own deadline
+    (``deadline_*_ms``); a stage that misses its deadline is skipped or falls back (sources:
+    the remaining sources are skipped; ranking: retrieval order). ``n_candidates`` are merged
+    and ranked, ``n_default`` returned when the client does not say (at most 100).
+    ``skip_penalty`` is subtracted from a candidate's final score once per skip of its topic in
+    the current session, so quick skips of one topic shrink its share of the next page.
+    Cache TTLs bound how stale shared lists may be (trending, fresh pool, cold-start pages).
+    ``rerank`` diversifies the best ``rerank_pool`` ranked candidates (its ``k`` is replaced by
+    the page size). ``fresh_slots``: at least that many places of a page go to the newest
+    fresh-pool candidates (new uploads get exposure before any retraining). ``admin_token`` (None: admin endpoints disabled) guards ``/admin/*``. ``rank_batching``
+    coalesces concurrent ranking calls into one model call of at most ``rank_max_batch``.
+    """
+
+    n_default: int = Field(default=10, ge=1, le=100)
+    n_candidates: int = Field(default=500, ge=1, le=10_000)
+    budget_ms: float = Field(default=200.0, gt=0)
+    deadline_store_ms: float = Field(default=50.0, gt=0)
+    deadline_sources_ms: float = Field(default=60.0, gt=0)
+    deadline_ranking_ms: float = Field(default=100.0, gt=0)
+    store_timeout_s: float = Field(default=0.25, gt=0)
+    skip_penalty: float = Field(default=0.3, ge=0)
+    trending_cache_ttl_s: float = Field(default=1.0, ge=0)
+    fresh_cache_ttl_s: float = Field(default=1.0, ge=0)
+    cold_cache_ttl_s: float = Field(default=2.0, ge=0)
+    rerank: RerankConfig = RerankConfig()
+    rerank_pool: int = Field(default=60, ge=1)
+    fresh_slots: int = Field(default=1, ge=0, le=100)
+    rank_batching: bool = True
+    rank_max_batch: int = Field(default=16, ge=1)
+    rank_threads: int = Field(default=1, ge=1)
+    admin_token: str | None = Field(default=None, min_length=16)
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    max_events_per_batch: int = Field(default=500, ge=1)
+    max_event_age_s: float = Field(default=7 * 86_400.0, gt=0)
+    max_event_future_s: float = Field(default=300.0, ge=0)
+    event_dedup_cache: int = Field(default=100_000, ge=0)
+    health_interval_s: float = Field(default=0.5, gt=0)
+    drain_interval_s: float = Field(default=1.0, gt=0)
+    drain_batch: int = Field(default=1_000, ge=1)
+    experiments_path: str | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+    gc_freeze: bool = True
+    gc_threshold0: int = Field(default=50_000, ge=700)

@@ -17,6 +17,7 @@ Determinism: the world is drawn from ``default_rng([seed, 0])`` and chunk ``i`` 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ _TAG_SUFFIXES = (
 #: minimum gap between two sessions of one user (the ETL's default session gap is 30 min)
 MIN_SESSION_GAP_US = 1_800 * US_PER_S
 _KEY_SHIFT = 1 << 44  # topic * shift + upload offset: each topic's pool is one sorted run
+#: threads simulating chunks in parallel (the target machine has 2 cores)
+SIM_THREADS = 2
 #: the logging policy's eligibility refresh period (an hourly index build)
 SLOT_US = 3_600 * US_PER_S
 
@@ -551,8 +554,9 @@ def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, A
     """Generate a complete synthetic dataset into ``out`` (atomically replaced).
 
     Writes ``manifest.json``, ``videos.parquet``, ``users.parquet``, ``events/part-*.parquet``
-    (one part per chunk of ``config.chunk_users`` users; event ids increase in (chunk, user,
-    time) order), ``vocab/*.parquet`` and ``truth/`` (:meth:`World.save`). Returns a summary:
+    (one part per chunk of ``config.chunk_users`` users, or fewer so that there are at least
+    ``SIM_THREADS`` chunks; event ids increase in (chunk, user, time) order),
+    ``vocab/*.parquet`` and ``truth/`` (:meth:`World.save`). Returns a summary:
     ``{"counts": {...}, "seconds": float, "events_per_s": float, "out": str}``.
     """
     t0 = time.perf_counter()
@@ -574,15 +578,32 @@ def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, A
         for name, ids in vocabs.items():
             path = tmp / io.VOCAB_DIR / f"{name}.parquet"
             _write_checked(io.vocab_frame(ids), S.VOCAB, path)
-        chunk = config.chunk_users
-        # chunk i is checked and written on a second thread while chunk i+1 is simulated
-        # (numpy and polars release the GIL); at most two chunks are in memory at once
-        with ThreadPoolExecutor(max_workers=1) as writer:
+        # Chunks are simulated on ``SIM_THREADS`` threads (numpy releases the GIL in its
+        # array loops) and consumed in order; chunk i is checked and written on one more
+        # thread while later chunks are simulated. At most SIM_THREADS + 2 chunks are in
+        # memory. Each chunk has its own generator, so the output does not depend on timing.
+        # (a world smaller than SIM_THREADS chunks is still split so every thread has work)
+        size = min(config.chunk_users, -(-world.n_users // SIM_THREADS))
+        starts = list(range(0, world.n_users, size))
+
+        def simulate(i: int) -> dict[str, Arr]:
+            lo = starts[i]
+            users = np.arange(lo, min(lo + size, world.n_users), dtype=np.int64)
+            rng = np.random.default_rng([config.seed, 1, i])
+            return simulate_users(world, policy, users, rng, advance)
+
+        with (
+            ThreadPoolExecutor(max_workers=SIM_THREADS) as sims,
+            ThreadPoolExecutor(max_workers=1) as writer,
+        ):
+            queue: deque[Future[dict[str, Arr]]] = deque(
+                sims.submit(simulate, i) for i in range(min(SIM_THREADS, len(starts)))
+            )
             pending: Future[None] | None = None
-            for i, lo in enumerate(range(0, world.n_users, chunk)):
-                users = np.arange(lo, min(lo + chunk, world.n_users), dtype=np.int64)
-                rng = np.random.default_rng([config.seed, 1, i])
-                cols = simulate_users(world, policy, users, rng, advance)
+            for i in range(len(starts)):
+                cols = queue.popleft().result()
+                if i + SIM_THREADS < len(starts):
+                    queue.append(sims.submit(simulate, i + SIM_THREADS))
                 df = _events_frame(world, cols, n_events, n_sessions, n_requests,
                                    config.page_size)  # fmt: skip
                 n_events += df.height

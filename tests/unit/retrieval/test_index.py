@@ -51,7 +51,7 @@ def test_exact_search_known_answer_and_padding() -> None:
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
     x = _clustered(2000)
-    idx = VectorIndex.build(x, IndexConfig(exact_max=100))
+    idx = VectorIndex.build(x, IndexConfig(exact_max=100, ann="hnsw"))
     idx.save(tmp_path)
     back = VectorIndex.load(tmp_path)
     assert (back.kind, back.dim, back.size, back.ef_search) == ("hnsw", 16, 2000, 128)

@@ -1,0 +1,265 @@
+"""Every Prometheus metric of the service, by name (the contract with ``deploy/``).
+
+The names and labels are fixed by the metric-name contract (docs/api.md, "Metrics"); alert
+rules and dashboards use exactly these. The registry is injected (no global registry), so
+tests and several apps in one process never share state. Label values are bounded: routes
+are templates (``/v1/feed``), arms come from the loaded experiment config, stages, sources,
+heads and reasons from the fixed tuples below.
+
+This is the only module that imports ``prometheus_client``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+STAGES = (
+    "assignment",
+    "store_read",
+    "source_trending",
+    "source_tags",
+    "source_vector",
+    "source_fresh",
+    "source_explore",
+    "merge",
+    "features",
+    "ranking",
+    "rerank",
+    "total",
+)
+FALLBACK_REASONS = (
+    "ranking_error",
+    "ranking_timeout",
+    "store_unavailable",
+    "source_error",
+    "cold_start",
+)
+REJECT_REASONS = ("validation", "duplicate", "store_unavailable")
+SCORE_HEADS = ("final", "engage", "complete", "like", "diversity")
+NO_ARM = "none"
+
+# seconds; dense below 50 ms where the latency budget lives
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+_UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
+_COUNT_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+_LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86_400)
+
+
+class Metrics:
+    """All metrics of one service instance, registered in ``registry``.
+
+    Attribute names follow the metric names without the ``shortrec_`` prefix (and without
+    ``_total`` for counters).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # HTTP
+        self.http_requests = Counter(
+            "shortrec_http_requests",
+            "HTTP requests by route template, method and status.",
+            ("route", "method", "status"),
+            registry=r,
+        )
+        self.http_request_duration = Histogram(
+            "shortrec_http_request_duration_seconds",
+            "HTTP request latency.",
+            ("route", "method"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "shortrec_http_requests_in_flight", "HTTP requests being served.", registry=r
+        )
+        # pipeline
+        self.stage_duration = Histogram(
+            "shortrec_stage_duration_seconds",
+            "Duration of one feed pipeline stage.",
+            ("stage",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.candidates = Histogram(
+            "shortrec_candidates",
+            "Candidates per source per request (source=merged: after dedupe and seen filter).",
+            ("source",),
+            buckets=_COUNT_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "shortrec_fallbacks", "Declared fallbacks taken, by reason.", ("reason",), registry=r
+        )
+        self.degraded_responses = Counter(
+            "shortrec_degraded_responses", "Feed responses served in degraded mode.", registry=r
+        )
+        self.degraded = Gauge(
+            "shortrec_degraded", "1 while serving from the in-process snapshot.", registry=r
+        )
+        self.store_errors = Counter(
+            "shortrec_store_errors", "Online store errors by operation.", ("op",), registry=r
+        )
+        self.store_duration = Histogram(
+            "shortrec_store_duration_seconds",
+            "Online store call latency by operation.",
+            ("op",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "shortrec_cache_requests",
+            "In-process cache lookups.",
+            ("cache", "result"),
+            registry=r,
+        )
+        self.rank_batch_size = Histogram(
+            "shortrec_rank_batch_size",
+            "Requests per ranking model call.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        # model
+        self.model_info = Gauge(
+            "shortrec_model_info",
+            "The loaded bundle (value 1).",
+            ("model_version", "ranker_backend"),
+            registry=r,
+        )
+        self.model_ready = Gauge("shortrec_model_ready", "1 when a bundle is loaded.", registry=r)
+        self.score = Histogram(
+            "shortrec_score",
+            "Scores of served items by head.",
+            ("head",),
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.feed_diversity = Histogram(
+            "shortrec_feed_diversity",
+            "Intra-list diversity of a served page (tag Jaccard).",
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.feed_fresh_share = Histogram(
+            "shortrec_feed_fresh_share",
+            "Share of fresh-source videos per served page.",
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.feeds_served = Counter(
+            "shortrec_feeds_served",
+            "Feed pages served by experiment arm.",
+            ("arm",),
+            registry=r,
+        )
+        # behaviour
+        self.impressions = Counter(
+            "shortrec_impressions", "Impressions reported by clients.", ("arm",), registry=r
+        )
+        self.skips = Counter("shortrec_skips", "Skips reported.", ("arm",), registry=r)
+        self.likes = Counter("shortrec_likes", "Likes reported.", ("arm",), registry=r)
+        self.watch_seconds = Counter(
+            "shortrec_watch_seconds", "Seconds watched.", ("arm",), registry=r
+        )
+        self.events_ingested = Counter(
+            "shortrec_events_ingested", "Events newly applied to the store.", registry=r
+        )
+        self.events_rejected = Counter(
+            "shortrec_events_rejected",
+            "Events not ingested, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.event_lag = Histogram(
+            "shortrec_event_lag_seconds",
+            "Receive time minus event time.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        # drift
+        self.drift_psi = Gauge(
+            "shortrec_drift_psi",
+            "Population stability index vs the training reference.",
+            ("feature",),
+            registry=r,
+        )
+        self.drift_ks = Gauge(
+            "shortrec_drift_ks",
+            "Kolmogorov-Smirnov statistic vs the training reference.",
+            ("feature",),
+            registry=r,
+        )
+        # experiments
+        self.experiment_assignments = Counter(
+            "shortrec_experiment_assignments",
+            "Feed requests per experiment arm (for SRM).",
+            ("experiment", "arm"),
+            registry=r,
+        )
+        self.experiment_allocation = Gauge(
+            "shortrec_experiment_allocation",
+            "Expected traffic share of an arm (0..1).",
+            ("experiment", "arm"),
+            registry=r,
+        )
+        # every fixed label value exists from the start, so rates are 0 rather than absent
+        for reason in FALLBACK_REASONS:
+            self.fallbacks.labels(reason)
+        for reason in REJECT_REASONS:
+            self.events_rejected.labels(reason)
+        self.degraded_responses.inc(0)
+        self.events_ingested.inc(0)
+        self.feeds_served.labels(NO_ARM)
+        for m in (self.impressions, self.skips, self.likes, self.watch_seconds):
+            m.labels(NO_ARM)
+
+    def set_model(self, model_version: str, backend: str) -> None:
+        """Mark ``model_version`` (served with ``backend``) as the one loaded bundle."""
+        self.model_info.clear()
+        self.model_info.labels(model_version, backend).set(1)
+        self.model_ready.set(1)
+
+    def set_allocation(self, shares: dict[tuple[str, str], float]) -> None:
+        """Replace the expected arm shares with ``{(experiment, arm): share}``."""
+        self.experiment_allocation.clear()
+        for (exp, arm), share in shares.items():
+            self.experiment_allocation.labels(exp, arm).set(share)
+
+    def set_drift(self, values: dict[str, tuple[float, float]]) -> None:
+        """Publish ``{feature: (psi, ks)}`` as computed by ``shortrec.monitoring``."""
+        for feature, (psi, ks) in values.items():
+            self.drift_psi.labels(feature).set(psi)
+            self.drift_ks.labels(feature).set(ks)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of the registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def new_registry() -> CollectorRegistry:
+    """A fresh, empty registry (one per app)."""
+    return CollectorRegistry(auto_describe=True)
