@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from rich.console import Console
 
 from shortrec import schema as S
-import polars as pl
-
 from shortrec.config import (
     EtlConfig,
     EvalConfig,
@@ -185,7 +184,7 @@ def evaluate(
         from shortrec.data.simulator import World
 
         oracle = World.load(Path(root))
-    config = EvalConfig(protocol=protocol, k=k, max_users=max_users)  # type: ignore[arg-type]
+    config = EvalConfig(protocol=protocol, k=k, max_users=max_users)
     events = etl_mod.read_etl_events(Path(root)).collect()
     recommenders = baselines.default_baselines(seed=config.seed)
     recommenders += _trained_recommenders(artifacts)

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -168,14 +167,7 @@ def redis_server() -> Iterator[RedisServer]:
         srv.stop()
 
 
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll ``pred`` until it holds or ``timeout_s`` passes; return its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
-
-__all__ = ["ADMIN_TOKEN", "RedisServer", "TinyBundle", "httpx", "live_server", "wait_for"]
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

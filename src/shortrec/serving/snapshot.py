@@ -152,7 +152,7 @@ class Bundle:
             predictor = Predictor.load(art)
         except BundleError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except Exception as e:  # unreadable files of any kind make a bad bundle, not a 500
             raise BundleError(f"{art}: cannot load bundle: {type(e).__name__}: {e}") from e
         if retrieval.vector is not None:
             n_ret = retrieval.vector.model.vocab.n_videos
