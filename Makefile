@@ -20,12 +20,15 @@ demo: $(STAMP)
 	$(VENV)/bin/shortrec demo --out demo-out
 
 test: $(STAMP)
+	bash scripts/ci_prometheus.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench deploy/grafana
+	$(VENV)/bin/ruff format --check src tests bench deploy/grafana
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict deploy/grafana/generate.py
+	$(PY) deploy/grafana/generate.py --check
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.run --quick

@@ -13,15 +13,17 @@ if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1;
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "ci_prometheus: promtool/prometheus missing and not root; run as root or install" \
-         "Debian's 'prometheus' package yourself" >&2
-    exit 2
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ci_prometheus: apt-get not found; install Prometheus (promtool + prometheus) manually" >&2
-    exit 2
-fi
+# Where we cannot install: fail under CI (the tests must run there), otherwise warn and let
+# the Prometheus tests skip themselves.
+cannot_install() {
+    echo "ci_prometheus: promtool/prometheus missing and $1;" \
+         "install Debian's 'prometheus' package (promtool + prometheus) yourself" >&2
+    if [ -n "${CI:-}" ]; then exit 2; fi
+    echo "ci_prometheus: CI is not set: the Prometheus tests will be skipped" >&2
+    exit 0
+}
+if [ "$(id -u)" -ne 0 ]; then cannot_install "not running as root"; fi
+if ! command -v apt-get >/dev/null 2>&1; then cannot_install "apt-get not found"; fi
 
 # Remember what was running before, so we stop only what the install started.
 before="$(pgrep -x prometheus || true)"

@@ -104,6 +104,10 @@ def percentiles(
     )
 
 
+_5XX = 'status=~"5.."'
+_HIT = 'result="hit"'
+_FINAL = 'head="final"'
+
 #: SRM z-score per arm over one hour (the expression of the ShortrecExperimentSRM alert).
 _N_ARM = "sum by (experiment, arm) (increase(shortrec_experiment_assignments_total[1h]))"
 _N_EXP = "sum by (experiment) (increase(shortrec_experiment_assignments_total[1h]))"
@@ -136,7 +140,7 @@ def service_health() -> Dashboard:
                 "5xx ratio",
                 (
                     Query(
-                        f"(sum({rate('shortrec_http_requests_total', 'status=~"5.."')})"
+                        f"(sum({rate('shortrec_http_requests_total', _5XX)})"
                         f" or vector(0)) / sum({rate('shortrec_http_requests_total')})",
                         "5xx",
                     ),
@@ -240,7 +244,7 @@ def service_health() -> Dashboard:
                 "Cache hit ratio",
                 (
                     Query(
-                        f"sum by (cache) ({rate('shortrec_cache_requests_total', 'result="hit"')})"
+                        f"sum by (cache) ({rate('shortrec_cache_requests_total', _HIT)})"
                         f" / sum by (cache) ({rate('shortrec_cache_requests_total')})",
                         "{{cache}}",
                     ),
@@ -346,11 +350,7 @@ def quality_and_drift() -> Dashboard:
             ),
             Panel(
                 "Final score distribution",
-                (
-                    Query(
-                        f"sum by (le) ({rate('shortrec_score_bucket', 'head="final"')})", "{{le}}"
-                    ),
-                ),
+                (Query(f"sum by (le) ({rate('shortrec_score_bucket', _FINAL)})", "{{le}}"),),
                 kind="heatmap",
             ),
             Panel(

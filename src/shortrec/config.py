@@ -112,7 +112,12 @@ class SimConfig(StrictModel):
     horizon_days: float = Field(default=14.0, gt=0)
     start: str = "2026-01-01T00:00:00+00:00"
     skip_threshold_s: float = Field(default=DEFAULT_SKIP_THRESHOLD_S, gt=0, lt=5.0)
-    chunk_users: int = Field(default=5_000, ge=1)
+    #: users per chunk; each chunk is simulated as one lockstep batch and written as one
+    #: ``events/part-*.parquet`` (chunks are near-equal: see ``simulator.chunk_bounds``)
+    chunk_users: int = Field(default=10_000, ge=1)
+    #: worker processes simulating chunks in parallel (None: ``min(2, os.cpu_count())``).
+    #: Changes speed and memory only: the files are byte-identical for any value.
+    workers: int | None = Field(default=None, ge=1)
     #: users: sparse interests (topics with weight > 0 per user, Dirichlet concentration)
     user_topics_min: int = Field(default=1, ge=1)
     user_topics_max: int = Field(default=4, ge=1)
@@ -212,7 +217,13 @@ class EtlConfig(StrictModel):
     prior_strength: float = Field(default=20.0, ge=0)
     tag_half_life_days: float = Field(default=7.0, gt=0)
     n_buckets: int | None = Field(default=None, ge=1)
-    events_per_bucket: int = Field(default=2_000_000, ge=1)
+    #: with 2 workers each holds one bucket (~1 KB per event): 1M keeps the peak under 4 GiB
+    events_per_bucket: int = Field(default=1_000_000, ge=1)
+    #: worker processes running buckets in parallel (None: ``min(2, os.cpu_count())``); used
+    #: from ``parallel_min_events`` input events on (below, starting them costs more than it
+    #: saves). Changes speed and memory only, never the output.
+    workers: int | None = Field(default=None, ge=1)
+    parallel_min_events: int = Field(default=500_000, ge=0)
     history_len: int = Field(default=50, ge=1)
     complete_ratio: float = Field(default=0.9, gt=0)
     full_validation_max_events: int = Field(default=2_000_000, ge=0)
@@ -743,6 +754,8 @@ class ServingConfig(StrictModel):
     the page size). ``fresh_slots``: at least that many places of a page go to the newest
     fresh-pool candidates (new uploads get exposure before any retraining). ``admin_token`` (None: admin endpoints disabled) guards ``/admin/*``. ``rank_batching``
     coalesces concurrent ranking calls into one model call of at most ``rank_max_batch``.
+    ``drift_window``: values per feature in the rolling drift window (when the bundle has a
+    ``drift`` reference).
     """
 
     n_default: int = Field(default=10, ge=1, le=100)
@@ -757,10 +770,10 @@ class ServingConfig(StrictModel):
     fresh_cache_ttl_s: float = Field(default=1.0, ge=0)
     cold_cache_ttl_s: float = Field(default=2.0, ge=0)
     rerank: RerankConfig = RerankConfig()
-    rerank_pool: int = Field(default=60, ge=1)
+    rerank_pool: int = Field(default=40, ge=1)
     fresh_slots: int = Field(default=1, ge=0, le=100)
     rank_batching: bool = True
-    rank_max_batch: int = Field(default=16, ge=1)
+    rank_max_batch: int = Field(default=4, ge=1)
     rank_threads: int = Field(default=1, ge=1)
     admin_token: str | None = Field(default=None, min_length=16)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
@@ -775,3 +788,4 @@ class ServingConfig(StrictModel):
     workers: int = Field(default=1, ge=1, le=64)
     gc_freeze: bool = True
     gc_threshold0: int = Field(default=50_000, ge=700)
+    drift_window: int = Field(default=5_000, ge=1)

@@ -65,9 +65,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> TinyBundle:
         root,
         art,
         False,
-        RankerConfig(
-            max_epochs=1, d_model=16, head_hidden=16, max_train_lists=300, threads=1
-        ),
+        RankerConfig(max_epochs=1, d_model=16, head_hidden=16, max_train_lists=300, threads=1),
     )
     as_of = RetrievalModel.load(art).as_of_us
     return TinyBundle(root, art, as_of)
@@ -113,7 +111,7 @@ def live_server(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_server() -> Callable[[FastAPI], contextlib.AbstractContextManager[str]]:
     return live_server
 
@@ -134,15 +132,27 @@ class RedisServer:
         exe = shutil.which("redis-server")
         assert exe is not None
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.02)
@@ -155,6 +165,12 @@ class RedisServer:
             self.proc = None
 
 
+@pytest.fixture(scope="session")
+def unused_port() -> Callable[[], int]:
+    """A function returning a free local TCP port."""
+    return free_port
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
@@ -165,7 +181,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield srv
     finally:
         srv.stop()
-
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from shortrec.config import ServingConfig
@@ -20,8 +20,9 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def app(tiny_bundle: Any, serving_settings: ServingConfig) -> FastAPI:
-    return create_app(serving_settings, tiny_bundle.art, MemoryStore(),
-                      clock=lambda: tiny_bundle.now_us)
+    return create_app(
+        serving_settings, tiny_bundle.art, MemoryStore(), clock=lambda: tiny_bundle.now_us
+    )
 
 
 @pytest.fixture
@@ -52,8 +53,11 @@ def test_health_ready_metrics(client: httpx.Client) -> None:
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["store"] == "ok" and not ready["degraded"]
     text = client.get("/metrics").text
-    for name in ("shortrec_model_ready 1.0", "shortrec_degraded 0.0",
-                 'shortrec_fallbacks_total{reason="ranking_timeout"}'):
+    for name in (
+        "shortrec_model_ready 1.0",
+        "shortrec_degraded 0.0",
+        'shortrec_fallbacks_total{reason="ranking_timeout"}',
+    ):
         assert name in text
 
 
@@ -69,15 +73,20 @@ def test_feed_for_unknown_user_is_a_cold_start_page(client: httpx.Client) -> Non
     assert set(it["heads"]) == {"engage", "complete", "like", "diversity"}
     assert it["sources"] and it["reason"] and it["position"] == 0
     assert _metric(client, "shortrec_fallbacks_total", 'reason="cold_start"') >= 1
-    assert _metric(client, "shortrec_http_requests_total",
-                   'method="GET",route="/v1/feed",status="200"') >= 1
+    assert (
+        _metric(
+            client, "shortrec_http_requests_total", 'method="GET",route="/v1/feed",status="200"'
+        )
+        >= 1
+    )
 
 
 def test_post_feed_honours_exclude_and_n(client: httpx.Client) -> None:
     first = client.get("/v1/feed", params={"user_id": "u-x", "n": 5}).json()
     held = [it["video_idx"] for it in first["items"]]
-    r = client.post("/v1/feed", json={"user_id": "u-x", "n": 5,
-                                      "context": {"region": "US", "exclude": held}})
+    r = client.post(
+        "/v1/feed", json={"user_id": "u-x", "n": 5, "context": {"region": "US", "exclude": held}}
+    )
     assert r.status_code == 200, r.text
     assert not {it["video_idx"] for it in r.json()["items"]} & set(held)
 
@@ -93,15 +102,22 @@ def test_post_feed_honours_exclude_and_n(client: httpx.Client) -> None:
         ({"user_id": "u1", "session_id": -1}, "session_id"),
     ],
 )
-def test_feed_bounds_are_422_problems(client: httpx.Client, params: dict[str, Any],
-                                      field: str) -> None:
+def test_feed_bounds_are_422_problems(
+    client: httpx.Client, params: dict[str, Any], field: str
+) -> None:
     body = _problem(client.get("/v1/feed", params=params), 422)
     assert any(e["field"].endswith(field) for e in body["errors"]), body
 
 
 def _event(i: int, video: int, user: str = "u-ev", **kw: Any) -> dict[str, Any]:
-    return {"event_id": i, "user_id": user, "session_id": 1, "video_idx": video,
-            "watch_time_s": 12.0, **kw}
+    return {
+        "event_id": i,
+        "user_id": user,
+        "session_id": 1,
+        "video_idx": video,
+        "watch_time_s": 12.0,
+        **kw,
+    }
 
 
 def test_events_ack_and_replay_counted_once(client: httpx.Client, app: FastAPI) -> None:
@@ -115,7 +131,7 @@ def test_events_ack_and_replay_counted_once(client: httpx.Client, app: FastAPI) 
     assert _metric(client, "shortrec_events_rejected_total", 'reason="duplicate"') == 5
     assert _metric(client, "shortrec_impressions_total", 'arm="none"') == 5
     # a fresh service instance (another replica) still counts them once: the store dedups
-    svc = app.state.service  # type: ignore[attr-defined]
+    svc = app.state.service
     svc._recent_events.clear()
     third = client.post("/v1/events", json=batch).json()
     assert third["applied"] == 0 and third["duplicates"] == 5
@@ -131,8 +147,12 @@ def test_event_validation_names_index_and_field(client: httpx.Client) -> None:
     extra = {"events": [{**_event(0, 1), "unknown": 1}]}
     _problem(client.post("/v1/events", json=extra), 422)
     _problem(client.post("/v1/events", json={"events": []}), 422)
-    _problem(client.post("/v1/events", content=b"{not json",
-                         headers={"content-type": "application/json"}), 422)
+    _problem(
+        client.post(
+            "/v1/events", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+    )
     assert _metric(client, "shortrec_events_rejected_total", 'reason="validation"') >= 4
     # nothing of a rejected batch was applied
     assert _metric(client, "shortrec_events_ingested_total") == 0
@@ -140,8 +160,9 @@ def test_event_validation_names_index_and_field(client: httpx.Client) -> None:
 
 def test_body_limit_is_413(client: httpx.Client, serving_settings: ServingConfig) -> None:
     big = b'{"events": [' + b" " * (serving_settings.max_body_bytes + 10) + b"]}"
-    _problem(client.post("/v1/events", content=big,
-                         headers={"content-type": "application/json"}), 413)
+    _problem(
+        client.post("/v1/events", content=big, headers={"content-type": "application/json"}), 413
+    )
 
 
 def test_unknown_route_and_method(client: httpx.Client) -> None:
@@ -151,8 +172,12 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
 
 def test_admin_requires_bearer_token(client: httpx.Client) -> None:
     _problem(client.post("/admin/reload", json={}), 401)
-    _problem(client.post("/admin/reload", json={},
-                         headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}), 401)
+    _problem(
+        client.post(
+            "/admin/reload", json={}, headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}
+        ),
+        401,
+    )
 
 
 def test_admin_disabled_without_token(tiny_bundle: Any, run_server: Any) -> None:
@@ -161,8 +186,9 @@ def test_admin_disabled_without_token(tiny_bundle: Any, run_server: Any) -> None
         _problem(c.post("/admin/reload", json={}), 403)
 
 
-def test_reload_good_and_bad_bundle(client: httpx.Client, tiny_bundle: Any, tmp_path: Path,
-                                    admin_headers: dict[str, str]) -> None:
+def test_reload_good_and_bad_bundle(
+    client: httpx.Client, tiny_bundle: Any, tmp_path: Path, admin_headers: dict[str, str]
+) -> None:
     r = client.post("/admin/reload", json={}, headers=admin_headers)
     assert r.status_code == 200, r.text
     version = r.json()["model_version"]
@@ -170,23 +196,33 @@ def test_reload_good_and_bad_bundle(client: httpx.Client, tiny_bundle: Any, tmp_
     shutil.copytree(tiny_bundle.art, bad)
     (bad / "ranker" / "model.onnx").write_bytes(b"not a model")
     (bad / "ranker" / "model.pt").write_bytes(b"not a model")
-    body = _problem(client.post("/admin/reload", json={"artifacts": str(bad)},
-                                headers=admin_headers), 422)
+    body = _problem(
+        client.post("/admin/reload", json={"artifacts": str(bad)}, headers=admin_headers), 422
+    )
     assert "keeps serving" in body["detail"]
-    missing = _problem(client.post("/admin/reload", json={"artifacts": str(tmp_path / "nope")},
-                                   headers=admin_headers), 422)
+    missing = _problem(
+        client.post(
+            "/admin/reload", json={"artifacts": str(tmp_path / "nope")}, headers=admin_headers
+        ),
+        422,
+    )
     assert "nope" in missing["detail"]
     feed = client.get("/v1/feed", params={"user_id": "u1"})
     assert feed.status_code == 200 and feed.json()["model_version"] == version
-    _problem(client.post("/admin/reload", json={"experiments": True}, headers=admin_headers),
-             422)
+    _problem(client.post("/admin/reload", json={"experiments": True}, headers=admin_headers), 422)
 
 
-def test_new_upload_is_served_before_retraining(client: httpx.Client, app: FastAPI,
-                                                admin_headers: dict[str, str]) -> None:
-    n_videos = app.state.service.bundle.catalogue.n_bundle  # type: ignore[attr-defined]
-    new = {"video_idx": n_videos + 7, "creator_idx": 3, "category": 1, "tags": [1, 2],
-           "duration_s": 20.0}
+def test_new_upload_is_served_before_retraining(
+    client: httpx.Client, app: FastAPI, admin_headers: dict[str, str]
+) -> None:
+    n_videos = app.state.service.bundle.catalogue.n_bundle
+    new = {
+        "video_idx": n_videos + 7,
+        "creator_idx": 3,
+        "category": 1,
+        "tags": [1, 2],
+        "duration_s": 20.0,
+    }
     r = client.post("/admin/videos", json=new, headers=admin_headers)
     assert r.status_code == 201, r.text
     page = client.get("/v1/feed", params={"user_id": "brand-new", "n": 10}).json()
@@ -203,8 +239,15 @@ def test_new_upload_is_served_before_retraining(client: httpx.Client, app: FastA
 def test_openapi_is_complete(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for p in ("/v1/feed", "/v1/events", "/healthz", "/readyz", "/metrics", "/admin/reload",
-              "/admin/videos"):
+    for p in (
+        "/v1/feed",
+        "/v1/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/reload",
+        "/admin/videos",
+    ):
         assert p in paths
     assert "post" in paths["/v1/feed"] and "get" in paths["/v1/feed"]
     assert "FeedResponse" in spec["components"]["schemas"]

@@ -25,14 +25,17 @@ import datetime as dt
 import hashlib
 import json
 import math
+import multiprocessing as mp
+import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +158,20 @@ def process_user_bucket(
     buckets does not depend on how users are bucketed. Every per-user window is a scan over the
     rows sorted once by ``(user_idx, ts, event_id)`` (see ``etl_steps``).
     """
+    out, state = _user_bucket(events, prior_state, ctx, with_state=True)
+    if state is None:  # pragma: no cover - with_state=True always builds it
+        raise RuntimeError("no state built")
+    return out, state
+
+
+def _user_bucket(
+    events: pl.LazyFrame | pl.DataFrame,
+    prior_state: UserState | None,
+    ctx: BucketContext,
+    with_state: bool,
+) -> tuple[UserBucketOutput, UserState | None]:
+    """:func:`process_user_bucket`; ``with_state=False`` skips building the new state (a
+    one-shot run discards it) and returns None for it."""
     cfg, cut, cat = ctx.config, ctx.cutoffs, ctx.catalogue
     raw = events.collect() if isinstance(events, pl.LazyFrame) else events
     df = T.dedupe(raw)
@@ -248,7 +265,11 @@ def process_user_bucket(
     )
     hist = T.histories(train, cfg.history_len)
     events_out = df.select(S.ETL_EVENTS.names)
-    new_state = _new_state(user, t, eng, starts, runs, prior_state, cfg.tag_half_life_days)
+    new_state = (
+        _new_state(user, t, eng, starts, runs, prior_state, cfg.tag_half_life_days)
+        if with_state
+        else None
+    )
     return (
         UserBucketOutput(
             events=events_out, samples=samples, hourly=hourly, train_totals=totals,
@@ -451,37 +472,38 @@ def _iso(us: int) -> str:
     return dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC).isoformat()
 
 
-def _shuffle_files(
-    files: Sequence[Path], n_b: int, out: Path, validate: bool
-) -> dict[str, int | None]:
-    """Split every event file by user bucket (``user_idx % n_b``) into ``out/B/*.arrow``.
+def _shuffle_file(job: _Job, i: int, f: Path) -> dict[str, int | None]:
+    """Split event file ``i`` by user bucket (``user_idx % n_b``) into ``work/ub/B/f{i}.arrow``.
 
-    One read per file (validated on the way when ``validate``); returns the time range and the
-    largest session and event ids, so the scan needs no separate pass.
+    One read per file (validated on the way when ``job.validate``); returns the file's time
+    range and largest session and event ids, so the scan needs no separate pass.
     """
-    facts: dict[str, int | None] = {"t_min": None, "t_max": None, "sid_max": None, "eid_max": None}
-    for i, f in enumerate(files):
-        df = pl.read_parquet(f)
-        if validate:
-            S.check(df, _EVENTS_NO_UNIQUE, str(f))
-        _merge_facts(facts, df)
-        parts = df.with_columns((pl.col(S.USER_IDX) % n_b).alias(_BUCKET)).partition_by(
-            _BUCKET, as_dict=True, include_key=False
-        )
-        for (b,), part in parts.items():
-            d = out / str(b)
-            d.mkdir(parents=True, exist_ok=True)
-            _write_tmp(part, d / f"f{i:06d}.arrow")
+    facts: dict[str, int | None] = dict.fromkeys(("t_min", "t_max", "sid_max", "eid_max"))
+    df = pl.read_parquet(f)
+    if job.validate:
+        S.check(df, _EVENTS_NO_UNIQUE, str(f))
+    _merge_facts(facts, df)
+    parts = df.with_columns((pl.col(S.USER_IDX) % job.n_b).alias(_BUCKET)).partition_by(
+        _BUCKET, as_dict=True, include_key=False
+    )
+    del df
+    for (b,), part in parts.items():
+        _write_tmp(part, job.work / "ub" / str(b) / f"f{i:06d}.arrow")
     return facts
 
 
-def _merge_facts(facts: dict[str, int | None], df: pl.DataFrame) -> None:
-    got = df.select(
-        T.ts_us().min().alias("t_min"),
-        T.ts_us().max().alias("t_max"),
-        pl.col(S.SESSION_ID).max().alias("sid_max"),
-        pl.col(S.EVENT_ID).max().alias("eid_max"),
-    ).row(0, named=True)
+def _merge_facts(facts: dict[str, int | None], df: pl.DataFrame | dict[str, int | None]) -> None:
+    """Fold a frame's (or another facts dict's) time range and id maxima into ``facts``."""
+    got = (
+        df
+        if isinstance(df, dict)
+        else df.select(
+            T.ts_us().min().alias("t_min"),
+            T.ts_us().max().alias("t_max"),
+            pl.col(S.SESSION_ID).max().alias("sid_max"),
+            pl.col(S.EVENT_ID).max().alias("eid_max"),
+        ).row(0, named=True)
+    )
     for k, v in got.items():
         if v is None:
             continue
@@ -555,13 +577,171 @@ def _check_facts(ds: io.Dataset, facts: dict[str, int | None], n_in: int) -> tup
     return facts["t_min"], facts["t_max"]
 
 
+# ---------------------------------------------------------------- worker processes
+R = TypeVar("R")
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``EtlConfig.workers``, or ``min(2, os.cpu_count())`` when None."""
+    return workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass
+class _Job:
+    """The constants of one run: sent once to each worker process (not with every task).
+
+    ``ctx`` starts with placeholder cut-offs (they need the time range that the shuffle
+    finds); tasks pass the real ones to :meth:`context`.
+    """
+
+    ctx: BucketContext
+    n_b: int
+    work: Path  # intermediate files
+    out: Path  # the temporary output directory
+    validate: bool
+
+    def context(self, cut: Cutoffs) -> BucketContext:
+        """The bucket context with cut-offs ``cut``; the catalogue, once built, is kept."""
+        if self.ctx.cutoffs != cut:
+            built = self.ctx.__dict__.get("catalogue")
+            self.ctx = replace(self.ctx, cutoffs=cut)
+            if built is not None:  # it does not depend on the cut-offs
+                self.ctx.__dict__["catalogue"] = built
+        return self.ctx
+
+
+_JOB: _Job | None = None  # a worker process's job, set by _init_worker
+
+
+def _init_worker(job: _Job) -> None:
+    global _JOB  # noqa: PLW0603 - per-process worker state, set once at start-up
+    _JOB = job
+
+
+def _in_worker(fn: Callable[..., R], *args: Any) -> R:
+    if _JOB is None:
+        raise RuntimeError("ETL worker not initialised")
+    return fn(_JOB, *args)
+
+
+class _Runner:
+    """Maps a task ``fn(job, *args)`` over argument tuples: on ``workers`` spawned processes,
+    or in this process when ``workers == 1``. Results come back in argument order.
+
+    ``spawn``: forking a process whose Polars thread pool runs deadlocks the child, and each
+    worker must start with ``POLARS_MAX_THREADS`` (cores / workers) set so that the workers do
+    not oversubscribe the cores; a ``forkserver`` would fix that variable once per process.
+    """
+
+    def __init__(self, job: _Job, workers: int) -> None:
+        self.job, self.workers = job, workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Runner:
+        if self.workers > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+            old = os.environ.get("POLARS_MAX_THREADS")
+            os.environ["POLARS_MAX_THREADS"] = threads  # inherited by the workers only
+            try:
+                self.pool = ProcessPoolExecutor(
+                    self.workers, mp_context=mp.get_context("spawn"),
+                    initializer=_init_worker, initargs=(self.job,),
+                )  # fmt: skip
+                # each submit starts one worker now, while the variable is set; they import
+                # while this process goes on
+                for _ in range(self.workers):
+                    self.pool.submit(os.getpid)
+            finally:
+                if old is None:
+                    os.environ.pop("POLARS_MAX_THREADS", None)
+                else:
+                    os.environ["POLARS_MAX_THREADS"] = old
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]]) -> list[R]:
+        if self.pool is None:
+            return [fn(self.job, *a) for a in args]
+        futures = [self.pool.submit(_in_worker, fn, *a) for a in args]
+        return [f.result() for f in futures]
+
+
+@dataclass(frozen=True)
+class _UserResult:
+    hourly: pl.DataFrame
+    totals: pl.DataFrame
+    events: int
+    users: int
+
+
+def _user_task(job: _Job, b: int, cut: Cutoffs) -> _UserResult | None:
+    """Phase 2 for user bucket ``b``: events part, online-table pieces, and the user-side
+    sample rows split by creator bucket into ``work/cb/C/``."""
+    src = _read_tmp(job.work / "ub" / str(b))
+    if src is None:
+        return None
+    cfg = job.ctx.config
+    res, _ = _user_bucket(src, None, job.context(cut), with_state=False)
+    del src
+    _write(res.events, job.out / EVENTS_SUBDIR / f"part-{b:05d}.parquet", cfg)
+    _write_tmp(res.affinity, job.work / "aff" / f"{b:05d}.arrow")
+    _write_tmp(res.histories, job.work / "hist" / f"{b:05d}.arrow")
+    parts = res.samples.with_columns((pl.col(S.CREATOR_IDX) % job.n_b).alias(_BUCKET)).partition_by(
+        _BUCKET, as_dict=True, include_key=False
+    )
+    for (c,), part in parts.items():
+        _write_tmp(part, job.work / "cb" / str(c) / f"u{b:05d}.arrow")
+    users = _count_runs(res.events[S.USER_IDX].to_numpy())
+    return _UserResult(res.hourly, res.train_totals, res.events.height, users)
+
+
+@dataclass(frozen=True)
+class _CreatorResult:
+    video_sums: pl.DataFrame
+    creator_sums: pl.DataFrame
+    samples: dict[str, int]
+
+
+def _creator_task(
+    job: _Job, c: int, global_tab: pl.DataFrame, src: pl.DataFrame | None = None
+) -> _CreatorResult | None:
+    """Phase 3 for creator bucket ``c`` (rows from ``work/cb/C/`` unless ``src`` is given):
+    point-in-time sums, smoothing, ``samples/part-C.parquet``; returns the train sums."""
+    if src is None:
+        src = _read_tmp(job.work / "cb" / str(c))
+        if src is None:
+            return None
+    cfg = job.ctx.config
+    per_event, v, cr = process_creator_bucket(src, cfg)
+    del src
+    samples = _assemble_samples(per_event, global_tab, cfg.prior_strength)
+    del per_event
+    _write(samples, job.out / SAMPLES_SUBDIR / f"part-{c:05d}.parquet", cfg)
+    counts = {str(k): int(n) for k, n in samples.group_by(S.SPLIT).len().iter_rows()}
+    return _CreatorResult(v, cr, counts)
+
+
+def n_buckets_for(n_events: int, config: EtlConfig, workers: int) -> int:
+    """``config.n_buckets``, or ``ceil(n_events / events_per_bucket)`` rounded up to a multiple
+    of ``workers`` (so that the workers finish together). Output does not depend on it."""
+    if config.n_buckets is not None:
+        return config.n_buckets
+    n_b = max(1, math.ceil(n_events / config.events_per_bucket))
+    return n_b if n_b == 1 else -(-n_b // workers) * workers
+
+
 def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dict[str, Any]:
     """Run the ETL on a dataset directory and write ``DIR/etl/`` atomically.
 
-    Returns a summary: counts (``events_in``, ``events``, ``duplicates``, ``users``,
-    ``samples_{train,valid,test}``), ``n_buckets``, ``seconds`` and ``events_per_s``
-    (input events per wall-clock second). Raises :class:`shortrec.schema.BadInput` subclasses
-    on bad input, naming the file and field.
+    Buckets run on ``config.workers`` processes when there are at least
+    ``config.parallel_min_events`` events (the output does not depend on it). Returns a
+    summary: counts (``events_in``, ``events``, ``duplicates``, ``users``,
+    ``samples_{train,valid,test}``), ``n_buckets``, ``workers``, ``seconds`` and
+    ``events_per_s`` (input events per wall-clock second). Raises
+    :class:`shortrec.schema.BadInput` subclasses on bad input, naming the file and field.
     """
     t0 = time.perf_counter()
     ds = io.Dataset.open(Path(dataset_root))
@@ -571,95 +751,81 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
     full = n_in <= config.full_validation_max_events
     if full:
         _check_event_id_users(ds)
-    n_b = config.n_buckets or max(1, math.ceil(n_in / config.events_per_bucket))
+    workers = resolve_workers(config.workers) if n_in >= config.parallel_min_events else 1
+    n_b = n_buckets_for(n_in, config, workers)
+    workers = min(workers, n_b)
     videos = videos_df.lazy().select(S.VIDEO_IDX, S.CREATOR_IDX, S.TAGS, S.UPLOAD_TS)
     source = str(ds.root / io.EVENTS_DIR)
 
     out_dir = ds.root / io.ETL_DIR
     with io.atomic_dir(out_dir) as tmp:
         work = tmp / _WORK
-        # phase 0+1: scan (validation, time range) fused with the shuffle by user bucket
-        whole: pl.DataFrame | None = None
-        if n_b == 1:
-            frames = [pl.read_parquet(f) for f in files]
-            if full:
-                for f, df in zip(files, frames, strict=True):
-                    S.check(df, _EVENTS_NO_UNIQUE, str(f))
-            whole = pl.concat(frames, how="vertical") if frames else None
+        # the cut-offs need the time range, which the shuffle finds: placeholders until then
+        ctx = BucketContext(videos, Cutoffs(0, 0), GENERATED_SESSION_BASE, config, source)
+        job = _Job(ctx, n_b, work, tmp, full)
+        with _Runner(job, workers) as runner:
+            # phase 0+1: scan (validation, time range) fused with the shuffle by user bucket
             facts: dict[str, int | None] = dict.fromkeys(("t_min", "t_max", "sid_max", "eid_max"))
-            if whole is not None:
-                _merge_facts(facts, whole)
-        else:
-            facts = _shuffle_files(files, n_b, work / "ub", full)
-        t_min, t_max = _check_facts(ds, facts, n_in)
-        cut = Cutoffs.from_range(t_min, t_max, config)
-        ctx = BucketContext(
-            videos=videos, cutoffs=cut, sid_base=GENERATED_SESSION_BASE, config=config,
-            source=source,
-        )  # fmt: skip
-        _log(progress, f"{n_in:,} events, {n_b} bucket(s), cut-offs {_iso(cut.valid_start_us)} / "
-             f"{_iso(cut.test_start_us)}")  # fmt: skip
-
-        # phase 2: per user bucket; the user-side rows go on to creator buckets
-        hourly: list[pl.DataFrame] = []
-        totals: list[pl.DataFrame] = []
-        user_side: pl.DataFrame | None = None
-        n_events = 0
-        n_users = 0
-        for b in range(n_b):
-            src = whole if n_b == 1 else _read_tmp(work / "ub" / str(b))
-            if src is None:
-                continue
-            res, _state = process_user_bucket(src, None, ctx)
-            del src
-            name = f"part-{b:05d}.parquet"
-            _write(res.events, tmp / EVENTS_SUBDIR / name, config)
-            hourly.append(res.hourly)
-            totals.append(res.train_totals)
-            n_events += res.events.height
-            n_users += _count_runs(res.events[S.USER_IDX].to_numpy())
+            whole: pl.DataFrame | None = None
             if n_b == 1:
-                user_side = res.samples
+                frames = [pl.read_parquet(f) for f in files]
+                if full:
+                    for f, df in zip(files, frames, strict=True):
+                        S.check(df, _EVENTS_NO_UNIQUE, str(f))
+                whole = pl.concat(frames, how="vertical") if frames else None
+                del frames
+                if whole is not None:
+                    _merge_facts(facts, whole)
+            else:
+                for got in runner.map(_shuffle_file, list(enumerate(files))):
+                    _merge_facts(facts, got)
+            t_min, t_max = _check_facts(ds, facts, n_in)
+            cut = Cutoffs.from_range(t_min, t_max, config)
+            ctx = job.context(cut)
+            _log(progress, f"{n_in:,} events, {n_b} bucket(s), {workers} worker(s), cut-offs "
+                 f"{_iso(cut.valid_start_us)} / {_iso(cut.test_start_us)}")  # fmt: skip
+
+            # phase 2: per user bucket; the user-side rows go on to creator buckets
+            user_side: pl.DataFrame | None = None
+            if whole is not None:
+                res, _ = _user_bucket(whole, None, ctx, with_state=False)
+                whole = None
+                _write(res.events, tmp / EVENTS_SUBDIR / "part-00000.parquet", config)
                 _write(res.affinity, tmp / AFFINITY_FILE, config)
                 _write(res.histories, tmp / HISTORIES_FILE, config)
+                user_side = res.samples
+                users = _count_runs(res.events[S.USER_IDX].to_numpy())
+                user_res = [_UserResult(res.hourly, res.train_totals, res.events.height, users)]
+                del res
             else:
-                _write_tmp(res.affinity, work / "aff" / f"{b:05d}.arrow")
-                _write_tmp(res.histories, work / "hist" / f"{b:05d}.arrow")
-                parts = res.samples.with_columns(
-                    (pl.col(S.CREATOR_IDX) % n_b).alias(_BUCKET)
-                ).partition_by(_BUCKET, as_dict=True, include_key=False)
-                for (c,), part in parts.items():
-                    _write_tmp(part, work / "cb" / str(c) / f"u{b:05d}.arrow")
-            _log(progress, f"user bucket {b + 1}/{n_b}: {res.events.height:,} events")
-        whole = None
-        if n_b > 1:
-            shutil.rmtree(work / "ub")
-        global_tab = T.global_prior_table(pl.concat(hourly), _G)
-        train_tot = pl.concat(totals).sum()
+                tasks = [(b, cut) for b in range(n_b)]
+                user_res = [r for r in runner.map(_user_task, tasks) if r is not None]
+                shutil.rmtree(work / "ub", ignore_errors=True)
+            _log(progress, f"{n_b} user bucket(s) done")
+            n_events = sum(r.events for r in user_res)
+            n_users = sum(r.users for r in user_res)
+            global_tab = T.global_prior_table(pl.concat([r.hourly for r in user_res]), _G)
+            train_tot = pl.concat([r.totals for r in user_res]).sum()
 
-        # phase 3: per creator bucket: video/creator point-in-time sums, samples
-        m = config.prior_strength
-        vsums: list[pl.DataFrame] = []
-        csums: list[pl.DataFrame] = []
+            # phase 3: per creator bucket: video/creator point-in-time sums, samples
+            if user_side is not None:
+                cre = [_creator_task(job, 0, global_tab, user_side)]
+                user_side = None
+            else:
+                cre = runner.map(_creator_task, [(c, global_tab) for c in range(n_b)])
+            creator_res = [r for r in cre if r is not None]
+            _log(progress, f"{n_b} creator bucket(s) done")
         samples_count: dict[str, int] = {s: 0 for s in S.SPLITS}
-        for c in range(n_b):
-            src = user_side if n_b == 1 else _read_tmp(work / "cb" / str(c))
-            if src is None:
-                continue
-            per_event, v, cr = process_creator_bucket(src, config)
-            del src
-            vsums.append(v)
-            csums.append(cr)
-            samples = _assemble_samples(per_event, global_tab, m)
-            _write(samples, tmp / SAMPLES_SUBDIR / f"part-{c:05d}.parquet", config)
-            for s, k in samples.group_by(S.SPLIT).len().iter_rows():
-                samples_count[s] += k
-            _log(progress, f"creator bucket {c + 1}/{n_b}: {samples.height:,} samples")
-        user_side = None
+        for r in creator_res:
+            for k, v in r.samples.items():
+                samples_count[k] += v
 
         # merge: stats tables, affinity, histories
-        vs = pl.concat(vsums).group_by(S.VIDEO_IDX).agg(pl.all().sum()).lazy()
-        cs = pl.concat(csums).group_by(S.CREATOR_IDX).agg(pl.all().sum()).lazy()
+        m = config.prior_strength
+        vs = pl.concat([r.video_sums for r in creator_res]).group_by(S.VIDEO_IDX)
+        cs = pl.concat([r.creator_sums for r in creator_res]).group_by(S.CREATOR_IDX)
+        vsums = vs.agg(pl.all().sum()).lazy()
+        csums = cs.agg(pl.all().sum()).lazy()
         zero_v = [pl.col(_V + T.N).fill_null(0)] + [
             pl.col(_V + i).fill_null(0) for i in T.INDICATORS
         ]
@@ -668,7 +834,7 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
         ]
         video_stats = (
             videos.select(S.VIDEO_IDX, S.CREATOR_IDX)
-            .join(vs, on=S.VIDEO_IDX, how="left")
+            .join(vsums, on=S.VIDEO_IDX, how="left")
             .with_columns(zero_v)
             .with_columns(_train_totals(train_tot))
             .with_columns(_stats_exprs(_V, m))
@@ -679,7 +845,7 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
         creator_stats = (
             videos.select(S.CREATOR_IDX)
             .unique()
-            .join(cs, on=S.CREATOR_IDX, how="left")
+            .join(csums, on=S.CREATOR_IDX, how="left")
             .with_columns(zero_c)
             .with_columns(_train_totals(train_tot))
             .with_columns(_stats_exprs(_C, m))
@@ -711,12 +877,13 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
             "creators": creator_stats.height,
             **{f"samples_{s}": k for s, k in samples_count.items()},
             "n_buckets": n_b,
+            "workers": workers,
             "seconds": round(seconds, 3),
             "events_per_s": round(n_in / seconds, 1) if seconds > 0 else None,
         }
         facts_d = {"t_min_us": t_min, "t_max_us": t_max, "events_in": n_in}
         manifest = {
-            "config": config.model_dump(),
+            "config": config.model_dump(exclude={"workers"}),
             "valid_start": _iso(cut.valid_start_us),
             "valid_start_us": cut.valid_start_us,
             "test_start": _iso(cut.test_start_us),
@@ -726,7 +893,9 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
             "t_max": _iso(t_max),
             "t_max_us": t_max,
             "session_id_base": GENERATED_SESSION_BASE,
-            "counts": {k: v for k, v in summary.items() if k not in ("seconds", "events_per_s")},
+            "counts": {
+                k: v for k, v in summary.items() if k not in ("seconds", "events_per_s", "workers")
+            },
             "fingerprint": _fingerprint(ds, files, facts_d),
             "source": ds.manifest.get("source"),
         }

@@ -16,10 +16,12 @@ Determinism: the world is drawn from ``default_rng([seed, 0])`` and chunk ``i`` 
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,10 @@ __all__ = [
     "StepResult",
     "World",
     "build_world",
+    "chunk_bounds",
     "generate",
     "plan_segments",
+    "resolve_workers",
     "simulate_users",
     "tag_names",
     "topic_names",
@@ -81,8 +85,6 @@ _TAG_SUFFIXES = (
 #: minimum gap between two sessions of one user (the ETL's default session gap is 30 min)
 MIN_SESSION_GAP_US = 1_800 * US_PER_S
 _KEY_SHIFT = 1 << 44  # topic * shift + upload offset: each topic's pool is one sorted run
-#: threads simulating chunks in parallel (the target machine has 2 cores)
-SIM_THREADS = 2
 #: the logging policy's eligibility refresh period (an hourly index build)
 SLOT_US = 3_600 * US_PER_S
 
@@ -374,7 +376,6 @@ def simulate_users(
             lanes.elapsed[st] = 0.0
             lanes.budget[st] = world.draw_budget(lanes.user[st], rng)
         # --- the logging policy serves one video per lane
-        video, src = policy.sample(lanes.user, lanes.ts, rng)
         video, src, seen = policy.serve(lanes.user, lanes.ts, lanes.seen, rng)
         vcreator = world.creator[video]
         flat = lane * t_n + main[video]
@@ -549,76 +550,246 @@ def _write_checked(df: pl.DataFrame, schema: S.TableSchema, path: Path) -> None:
     io.write_parquet_atomic(S.check(df, schema, str(path)), path)
 
 
+# ---------------------------------------------------------------- chunks and workers
+def chunk_bounds(n_users: int, chunk_users: int) -> list[int]:
+    """User index boundaries of ``ceil(n_users / chunk_users)`` near-equal chunks: chunk ``i``
+    holds users ``[bounds[i], bounds[i + 1])``. Depends only on the config, never on the
+    number of workers, so the output does not either."""
+    n_chunks = max(1, -(-n_users // chunk_users))
+    return [n_users * i // n_chunks for i in range(n_chunks + 1)]
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``SimConfig.workers``, or ``min(2, os.cpu_count())`` when None."""
+    return workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+
+
+class _Offsets:
+    """Global id offsets of the chunks: chunk ``i``'s event, session and request ids start at
+    the totals of chunks ``0..i-1``. A chunk publishes its counts as soon as it is simulated
+    and waits only for lower chunks, so the ids are the same in whatever order chunks finish
+    (and with any number of processes). Chunks are handed out in index order, so the lowest
+    unfinished chunk never waits: no deadlock.
+
+    State: ``3 * n_chunks`` counts, ``n_chunks`` published flags and one abort flag, in a
+    shared ``multiprocessing`` array guarded by a condition (``ctx`` given) or a plain list
+    (``ctx`` None: one process, chunks run in order).
+    """
+
+    def __init__(self, n_chunks: int, ctx: Any | None) -> None:
+        self.n_chunks = n_chunks
+        # layout: 3 counts per chunk, then one "published" flag per chunk, then the abort flag
+        size = 4 * n_chunks + 1
+        if ctx is None:
+            self.shared: Any = [0] * size
+            self.cond: Any = None
+        else:
+            self.cond = ctx.Condition()
+            self.shared = ctx.Array("q", size, lock=False)
+
+    def abort(self) -> None:
+        """Wake every waiter and make it fail (a chunk failed or the run was interrupted)."""
+        if self.cond is None:
+            return
+        with self.cond:
+            self.shared[4 * self.n_chunks] = 1
+            self.cond.notify_all()
+
+    def publish_and_wait(self, i: int, counts: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Record chunk ``i``'s ``(events, sessions, requests)``; return its id offsets."""
+        n, sh = self.n_chunks, self.shared
+        if self.cond is None:
+            sh[3 * i : 3 * i + 3] = counts
+            sh[3 * n + i] = 1
+        else:
+            with self.cond:
+                sh[3 * i : 3 * i + 3] = counts
+                sh[3 * n + i] = 1
+                self.cond.notify_all()
+                while not all(sh[3 * n + j] for j in range(i)):
+                    if sh[4 * n]:
+                        raise RuntimeError(f"simulation aborted before chunk {i} was written")
+                    self.cond.wait(1.0)
+        if not all(sh[3 * n + j] for j in range(i)):  # in process: chunks run in order
+            raise RuntimeError(f"chunk {i} written before the chunks before it")
+        e = sum(sh[3 * j] for j in range(i))
+        s_ = sum(sh[3 * j + 1] for j in range(i))
+        r = sum(sh[3 * j + 2] for j in range(i))
+        return int(e), int(s_), int(r)
+
+
+@dataclass
+class _ChunkJob:
+    """Everything a chunk needs; one per process (a worker builds its own in ``_init``)."""
+
+    config: SimConfig
+    world: World
+    policy: LoggingPolicy
+    bounds: list[int]
+    events_dir: Path
+    offsets: _Offsets
+    advance: Callable[[int], None]
+
+
+_JOB: _ChunkJob | None = None  # the worker process's job, set by _init_worker
+
+
+def _init_worker(
+    config: SimConfig, root: Path, bounds: list[int], offsets: _Offsets, done: Any
+) -> None:
+    """Worker start-up: load the world that the parent saved to ``root/truth`` (arrays read
+    once per worker, nothing pickled per task) and build the logging policy."""
+    global _JOB  # noqa: PLW0603 - per-process worker state, set once at start-up
+    world = World.load(root)
+
+    def advance(k: int) -> None:
+        with done.get_lock():
+            done.value += k
+
+    _JOB = _ChunkJob(config, world, LoggingPolicy(world, config), bounds,
+                     root / io.EVENTS_DIR, offsets, advance)  # fmt: skip
+
+
+def _worker_chunk(i: int) -> tuple[int, int, int]:
+    if _JOB is None:
+        raise RuntimeError("worker not initialised")
+    try:
+        return _run_chunk(_JOB, i)
+    except BaseException:
+        _JOB.offsets.abort()
+        raise
+
+
+def _run_chunk(job: _ChunkJob, i: int) -> tuple[int, int, int]:
+    """Simulate chunk ``i`` (generator ``default_rng([seed, 1, i])``), take its id offsets
+    and write ``events/part-{i:05d}.parquet``. Returns ``(events, sessions, requests)``."""
+    c = job.config
+    users = np.arange(job.bounds[i], job.bounds[i + 1], dtype=np.int64)
+    rng = np.random.default_rng([c.seed, 1, i])
+    cols = simulate_users(job.world, job.policy, users, rng, job.advance)
+    pos = cols["position"]
+    counts = (
+        int(pos.shape[0]),
+        int((pos == 0).sum()),
+        int((pos % c.page_size == 0).sum()),
+    )
+    e0, s0, r0 = job.offsets.publish_and_wait(i, counts)
+    df = _events_frame(job.world, cols, e0, s0, r0, c.page_size)
+    del cols
+    _write_checked(df, S.EVENTS, job.events_dir / f"part-{i:05d}.parquet")
+    return counts
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables while worker processes are started (they copy it)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_pool(
+    config: SimConfig,
+    root: Path,
+    bounds: list[int],
+    workers: int,
+    advance: Callable[[int], None],
+    meanwhile: Callable[[], None],
+) -> list[tuple[int, int, int]]:
+    """Run every chunk on ``workers`` spawned processes; call ``meanwhile`` (the parent's own
+    writes) while they start. Returns each chunk's counts, in chunk order.
+
+    ``spawn``, not ``fork``: forking a process whose Polars thread pool is running deadlocks
+    the child (measured), and each worker must start with ``POLARS_MAX_THREADS`` set, which
+    a shared ``forkserver`` would fix once for the whole process.
+    """
+    n_chunks = len(bounds) - 1
+    ctx = mp.get_context("spawn")
+    offsets = _Offsets(n_chunks, ctx)
+    done = ctx.Value("q", 0)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    with (
+        _env(POLARS_MAX_THREADS=threads),
+        ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(config, root, bounds, offsets, done),
+        ) as pool,
+    ):  # fmt: skip
+        futures: list[Future[tuple[int, int, int]]] = []
+        try:
+            futures += [pool.submit(_worker_chunk, i) for i in range(n_chunks)]
+            meanwhile()
+            reported = 0
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
+                now = int(done.value)
+                if now > reported:
+                    advance(now - reported)
+                    reported = now
+                for f in futures:
+                    if f.done() and f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+            return [f.result() for f in futures]
+        except BaseException:
+            offsets.abort()
+            for f in futures:
+                f.cancel()
+            raise
+
+
 # ---------------------------------------------------------------- entry point
 def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     """Generate a complete synthetic dataset into ``out`` (atomically replaced).
 
     Writes ``manifest.json``, ``videos.parquet``, ``users.parquet``, ``events/part-*.parquet``
-    (one part per chunk of ``config.chunk_users`` users, or fewer so that there are at least
-    ``SIM_THREADS`` chunks; event ids increase in (chunk, user, time) order),
-    ``vocab/*.parquet`` and ``truth/`` (:meth:`World.save`). Returns a summary:
-    ``{"counts": {...}, "seconds": float, "events_per_s": float, "out": str}``.
+    (one part per chunk of :func:`chunk_bounds`; event ids are ``0..n-1`` in (chunk, user,
+    time) order), ``vocab/*.parquet`` and ``truth/`` (:meth:`World.save`). Chunks run on
+    ``config.workers`` processes; the files are byte-identical for any number of workers.
+    Returns a summary: ``{"counts": {...}, "seconds": float, "events_per_s": float,
+    "out": str, "workers": int}``.
     """
     t0 = time.perf_counter()
     out = Path(out)
     world = build_world(config, np.random.default_rng([config.seed, 0]))
     table_rng = np.random.default_rng([config.seed, 2])
-    policy = LoggingPolicy(world, config)
-    n_events = n_sessions = n_requests = 0
+    bounds = chunk_bounds(world.n_users, config.chunk_users)
+    n_chunks = len(bounds) - 1
+    workers = min(resolve_workers(config.workers), n_chunks)
     with io.atomic_dir(out) as tmp, _progress_bar(progress, world.n_users) as advance:
-        _write_checked(_videos_frame(world, config, table_rng), S.VIDEOS, tmp / io.VIDEOS_FILE)
-        _write_checked(_users_frame(world, table_rng), S.USERS, tmp / io.USERS_FILE)
-        vocabs = {
-            "users": _id_series("u", world.n_users),
-            "videos": _id_series("v", world.n_videos),
-            "creators": _id_series("c", config.n_creators),
-            "tags": pl.Series(tag_names(config.n_tags, config.n_topics)),
-            "categories": pl.Series(topic_names(config.n_topics)),
-        }
-        for name, ids in vocabs.items():
-            path = tmp / io.VOCAB_DIR / f"{name}.parquet"
-            _write_checked(io.vocab_frame(ids), S.VOCAB, path)
-        # Chunks are simulated on ``SIM_THREADS`` threads (numpy releases the GIL in its
-        # array loops) and consumed in order; chunk i is checked and written on one more
-        # thread while later chunks are simulated. At most SIM_THREADS + 2 chunks are in
-        # memory. Each chunk has its own generator, so the output does not depend on timing.
-        # (a world smaller than SIM_THREADS chunks is still split so every thread has work)
-        size = min(config.chunk_users, -(-world.n_users // SIM_THREADS))
-        starts = list(range(0, world.n_users, size))
-
-        def simulate(i: int) -> dict[str, Arr]:
-            lo = starts[i]
-            users = np.arange(lo, min(lo + size, world.n_users), dtype=np.int64)
-            rng = np.random.default_rng([config.seed, 1, i])
-            return simulate_users(world, policy, users, rng, advance)
-
-        with (
-            ThreadPoolExecutor(max_workers=SIM_THREADS) as sims,
-            ThreadPoolExecutor(max_workers=1) as writer,
-        ):
-            queue: deque[Future[dict[str, Arr]]] = deque(
-                sims.submit(simulate, i) for i in range(min(SIM_THREADS, len(starts)))
-            )
-            pending: Future[None] | None = None
-            for i in range(len(starts)):
-                cols = queue.popleft().result()
-                if i + SIM_THREADS < len(starts):
-                    queue.append(sims.submit(simulate, i + SIM_THREADS))
-                df = _events_frame(world, cols, n_events, n_sessions, n_requests,
-                                   config.page_size)  # fmt: skip
-                n_events += df.height
-                pos = cols["position"]
-                n_sessions += int((pos == 0).sum())
-                n_requests += int((pos % config.page_size == 0).sum())
-                del cols
-                if pending is not None:
-                    pending.result()
-                path = tmp / io.EVENTS_DIR / f"part-{i:05d}.parquet"
-                pending = writer.submit(_write_checked, df, S.EVENTS, path)
-                del df
-            if pending is not None:
-                pending.result()
+        (tmp / io.EVENTS_DIR).mkdir(parents=True, exist_ok=True)
+        # the world goes to disk first: worker processes load it from there
         world.save(tmp / io.TRUTH_DIR)
+
+        def write_tables() -> None:
+            _write_checked(_videos_frame(world, config, table_rng), S.VIDEOS, tmp / io.VIDEOS_FILE)
+            _write_checked(_users_frame(world, table_rng), S.USERS, tmp / io.USERS_FILE)
+            vocabs = {
+                "users": _id_series("u", world.n_users),
+                "videos": _id_series("v", world.n_videos),
+                "creators": _id_series("c", config.n_creators),
+                "tags": pl.Series(tag_names(config.n_tags, config.n_topics)),
+                "categories": pl.Series(topic_names(config.n_topics)),
+            }
+            for name, ids in vocabs.items():
+                path = tmp / io.VOCAB_DIR / f"{name}.parquet"
+                _write_checked(io.vocab_frame(ids), S.VOCAB, path)
+
+        if workers > 1:
+            per_chunk = _run_pool(config, tmp, bounds, workers, advance, write_tables)
+        else:
+            write_tables()
+            job = _ChunkJob(config, world, LoggingPolicy(world, config), bounds,
+                            tmp / io.EVENTS_DIR, _Offsets(n_chunks, None), advance)  # fmt: skip
+            per_chunk = [_run_chunk(job, i) for i in range(n_chunks)]
+        n_events, n_sessions, n_requests = (sum(c[k] for c in per_chunk) for k in range(3))
         seconds = time.perf_counter() - t0
         counts = {
             "users": world.n_users,
@@ -634,7 +805,8 @@ def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, A
             "kind": "synthetic",
             "preset": config.preset,
             "seed": config.seed,
-            "config": config.model_dump(mode="json"),
+            # ``workers`` changes how, not what: it stays out so the files do not depend on it
+            "config": config.model_dump(mode="json", exclude={"workers"}),
             "counts": counts,
             "skip_threshold_s": config.skip_threshold_s,
             "start_us": world.start_us,
@@ -646,6 +818,7 @@ def generate(config: SimConfig, out: Path, progress: bool = True) -> dict[str, A
         "seconds": seconds,
         "events_per_s": n_events / max(seconds, 1e-9),
         "out": str(out),
+        "workers": workers,
     }
 
 

@@ -242,7 +242,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bundle = Bundle.load(Path(art))
+        bundle = Bundle.load(Path(art), rank_threads=settings.rank_threads)
         try:
             _seed_memory_store(the_store, bundle)
         except StoreError as e:
@@ -284,7 +284,7 @@ def create_app(
     _install_errors(app)
     app.add_middleware(
         ObservabilityMiddleware,
-        metrics=metrics,  # type: ignore[arg-type]
+        metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
     )
     return app

@@ -165,6 +165,9 @@ async def readyz(request: Request) -> Response:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
+    svc: FeedService | None = getattr(request.app.state, "service", None)
+    if svc is not None:
+        svc.export_drift()
     body, ctype = request.app.state.metrics.render()
     return Response(body, media_type=ctype)
 

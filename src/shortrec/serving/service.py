@@ -42,8 +42,15 @@ import numpy.typing as npt
 from shortrec import schema as S
 from shortrec.config import ArmOverrides, RerankConfig, ServingConfig
 from shortrec.experiments.spec import ExperimentSource, ReloadStatus
+from shortrec.monitoring.drift import (
+    HISTORY_LEN,
+    SCORE_ENGAGE,
+    SCORE_FINAL,
+    VIDEO_AGE_HOURS,
+    DriftMonitor,
+)
 from shortrec.ranking.predictor import CandidateSet, History
-from shortrec.rerank import rerank, tag_jaccard
+from shortrec.rerank import rerank
 from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
 from shortrec.serving.api import EventIn, VideoIn
@@ -208,6 +215,31 @@ def _arm_labels(arms: dict[str, str]) -> list[str]:
     return [f"{e}:{a}" for e, a in sorted(arms.items())] or [NO_ARM]
 
 
+def fast_tag_jaccard(tags: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
+    """Jaccard similarity of tag sets, ``tags`` (n, T) with ``-1`` padding -> (n, n).
+
+    Same values as :func:`shortrec.rerank.tag_jaccard` (diagonal 1), computed through a
+    one-hot matrix ``M`` (n, distinct tags): ``inter = M M^T`` — O(n^2 k) instead of
+    O(n^2 T^2) memory, which matters on the request path.
+    """
+    t = np.asarray(tags)
+    n = t.shape[0]
+    present = t >= 0
+    uniq, inv = np.unique(t[present], return_inverse=True)
+    counts = np.zeros((n, max(1, uniq.shape[0])), np.float64)
+    rows = np.repeat(np.arange(n), present.sum(axis=1))
+    np.add.at(counts, (rows, inv), 1.0)
+    # like the reference: positions of row i whose tag occurs in row j, over tag positions
+    inter = counts @ (counts > 0).T.astype(np.float64)
+    cnt = counts.sum(axis=1)
+    union = cnt[:, None] + cnt[None, :] - inter
+    sim: npt.NDArray[np.float64] = np.divide(
+        inter, union, out=np.zeros_like(inter), where=union > 0
+    )
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
 def _wall_us() -> int:
     return time.time_ns() // 1_000
 
@@ -251,6 +283,7 @@ class FeedService:
         )
         self._events_lock = threading.Lock()
         self._consumer = f"serve-{os.getpid()}-{secrets.token_hex(3)}"
+        self._drift = self._monitor(bundle)
         metrics.set_model(bundle.model_version, bundle.backend)
         metrics.degraded.set(0)
         self._publish_allocation()
@@ -343,6 +376,43 @@ class FeedService:
             except Exception:  # never let the maintenance thread die
                 log.exception("maintenance step failed")
 
+    # ------------------------------------------------------------ drift
+    def _monitor(self, bundle: Bundle) -> DriftMonitor | None:
+        if bundle.drift is None:
+            return None
+        return DriftMonitor(bundle.drift, self.config.drift_window)
+
+    def export_drift(self) -> None:
+        """Publish the current PSI/KS of every drift feature (called on each scrape)."""
+        mon = self._drift
+        if mon is not None:
+            self.metrics.set_drift(mon.snapshot())
+
+    def _observe_drift(
+        self,
+        final: npt.NDArray[np.float64],
+        heads: dict[str, npt.NDArray[np.float64]],
+        meta: Any,
+        order: npt.NDArray[np.int64],
+        req: RetrievalRequest,
+    ) -> None:
+        """Feed the served page's model scores and key inputs to the drift monitor."""
+        mon = self._drift
+        if mon is None or order.shape[0] == 0:
+            return
+        have = set(mon.features)
+        values: dict[str, npt.ArrayLike] = {
+            SCORE_FINAL: final[order],
+            HISTORY_LEN: [float(req.history.shape[0])],
+        }
+        if "engage" in heads:
+            values[SCORE_ENGAGE] = heads["engage"][order]
+        up = meta.upload_us[order]
+        values[VIDEO_AGE_HOURS] = (req.now_us - up[up >= 0]) / (3_600 * US_PER_S)
+        for name, v in values.items():
+            if name in have:
+                mon.observe(name, v)
+
     # ------------------------------------------------------------ experiments
     def _publish_allocation(self) -> None:
         if self.experiments is None:
@@ -379,7 +449,12 @@ class FeedService:
         whether it changed."""
         with self._reload_lock:
             cur = self._bundle
-            new = Bundle.load(Path(art) if art is not None else cur.path, catalogue_from=cur)
+            new = Bundle.load(
+                Path(art) if art is not None else cur.path,
+                catalogue_from=cur,
+                rank_threads=self.config.rank_threads,
+            )
+            self._drift = self._monitor(new)
             self._bundle = new
             self._cold.clear()
             self.metrics.set_model(new.model_version, new.backend)
@@ -571,21 +646,24 @@ class FeedService:
         self, bundle: Bundle, name: str, req: RetrievalRequest, k: int, degraded: bool
     ) -> Candidates:
         ttl = self.config
+        kf = self._shared_k(bundle)  # shared lists are fetched once, at the largest size
         if name == "trending" and not degraded:
             region = req.region or "*"
             lst = self._lists.get(
-                ("trending", bundle.model_version, region, k),
+                ("trending", bundle.model_version, region),
                 ttl.trending_cache_ttl_s,
-                lambda: self._store("trending", lambda: self.store.trending(k, req.now_us, region)),
+                lambda: self._store(
+                    "trending", lambda: self.store.trending(kf, req.now_us, region)
+                ),
             )
             if len(lst) == 0 and region != "*":
                 lst = self._lists.get(
-                    ("trending", bundle.model_version, "*", k),
+                    ("trending", bundle.model_version, "*"),
                     ttl.trending_cache_ttl_s,
-                    lambda: self._store("trending", lambda: self.store.trending(k, req.now_us)),
+                    lambda: self._store("trending", lambda: self.store.trending(kf, req.now_us)),
                 )
             if len(lst):
-                return Candidates(name, lst.video_idx, lst.score.astype(np.float32))
+                return Candidates(name, lst.video_idx[:k], lst.score[:k].astype(np.float32))
         if name == "fresh":
             return self._fresh(bundle, req, k, degraded)
         src = bundle.retrieval.sources.get(name)
@@ -606,20 +684,26 @@ class FeedService:
                 )
         return src.candidates(req, k)
 
+    def _shared_k(self, bundle: Bundle) -> int:
+        """Size of the shared trending/fresh lists: the most any request asks one source for
+        (every candidate slot plus the seen-video slack), so one cached list serves all."""
+        mcfg = bundle.retrieval.config.merge
+        return math.ceil(self.config.n_candidates * mcfg.oversample) + mcfg.seen_slack
+
     def _fresh(self, bundle: Bundle, req: RetrievalRequest, k: int, degraded: bool) -> Candidates:
         """The store's live fresh pool (new uploads included), newest first; in degraded mode
         (or with an empty store pool) the bundle's fresh source plus uploads seen here."""
         lst: ScoredList | None = None
         if not degraded:
             lst = self._lists.get(
-                ("fresh", k),
+                ("fresh",),
                 self.config.fresh_cache_ttl_s,
-                lambda: self._store("fresh", lambda: self.store.fresh(k)),
+                lambda: self._store("fresh", lambda: self.store.fresh(self._shared_k(bundle))),
             )
         if lst is not None and len(lst):
             up = lst.score
             ok = up <= req.now_us  # never propose a video "uploaded" after now
-            vids, up = lst.video_idx[ok], up[ok]
+            vids, up = lst.video_idx[ok][:k], up[ok][:k]
             window = bundle.retrieval.config.fresh.window_days * 86_400.0 * US_PER_S
             score = np.clip(1.0 - (req.now_us - up) / window, 0.0, 1.0).astype(np.float32)
             return Candidates("fresh", vids, score)
@@ -722,6 +806,8 @@ class FeedService:
             order = np.argsort(-adjusted, kind="stable")[:n]
         order = self._fresh_slots(order, merged, meta, n)
         timer.record("rerank", t0)
+        if not any(f.startswith("ranking") for f in fallbacks):
+            self._observe_drift(final, heads, meta, order, req)
 
         items = []
         for pos, i in enumerate(order.tolist()):
@@ -742,26 +828,24 @@ class FeedService:
     def _fresh_slots(
         self, order: npt.NDArray[np.int64], merged: MergedCandidates, meta: Any, n: int
     ) -> npt.NDArray[np.int64]:
-        """Make sure ``fresh_slots`` places of the page hold fresh-pool candidates: the
-        newest ones not already on the page replace the last places (exploration for new
-        uploads, which neither the ranker nor the two-tower model has seen)."""
+        """Put the ``fresh_slots`` newest fresh-pool candidates on the page: those missing
+        replace the last places (exploration for new uploads, which neither the ranker nor
+        the two-tower model has seen; the rest of the page keeps its ranked order)."""
         want = min(self.config.fresh_slots, n)
         if want == 0 or "fresh" not in merged.source_names:
             return order
-        is_fresh = merged.from_source("fresh")
-        have = int(is_fresh[order].sum())
-        if have >= want:
+        fresh = np.flatnonzero(merged.from_source("fresh"))
+        if fresh.shape[0] == 0:
             return order
-        rest = np.setdiff1d(np.flatnonzero(is_fresh), order)
-        if rest.shape[0] == 0:
+        newest = fresh[np.lexsort((merged.video_idx[fresh], -meta.upload_us[fresh]))][:want]
+        missing = newest[~np.isin(newest, order)]
+        if missing.shape[0] == 0:
             return order
-        rest = rest[np.lexsort((merged.video_idx[rest], -meta.upload_us[rest]))][: want - have]
-        keep = order[~is_fresh[order]]
-        keep = keep[: max(0, min(n, order.shape[0] + rest.shape[0]) - have - rest.shape[0])]
-        page = np.concatenate([order[is_fresh[order]], keep])
-        # fresh candidates keep their ranked place; new ones take the last places
-        ranked = order[np.isin(order, page)]
-        out: npt.NDArray[np.int64] = np.concatenate([ranked, rest]).astype(np.int64)
+        room = max(0, min(n, order.shape[0] + missing.shape[0]) - missing.shape[0])
+        keep = order[np.isin(order, newest)]
+        rest = order[~np.isin(order, newest)][: max(0, room - keep.shape[0])]
+        head = order[np.isin(order, np.concatenate([keep, rest]))]
+        out: npt.NDArray[np.int64] = np.concatenate([head, missing]).astype(np.int64)
         return out
 
     def _history(self, ctx: RequestContext | None, req: RetrievalRequest, n_known: int) -> History:
@@ -866,7 +950,7 @@ class FeedService:
         rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
         picked = rerank(
             rel,
-            tag_jaccard(meta.tags[pool]),
+            fast_tag_jaccard(meta.tags[pool]),
             rcfg,
             meta.creator[pool],
             meta.category[pool],
@@ -896,7 +980,7 @@ class FeedService:
         m.feed_fresh_share.observe(sum("fresh" in it.sources for it in r.items) / len(r.items))
         if len(r.items) > 1:
             tags = bundle.catalogue.meta([it.video_idx for it in r.items]).tags
-            sim = tag_jaccard(tags)
+            sim = fast_tag_jaccard(tags)
             k = sim.shape[0]
             m.feed_diversity.observe(float((1.0 - sim).sum() / (k * (k - 1))))
 
@@ -979,14 +1063,14 @@ class FeedService:
                 self._recent_events.popitem(last=False)
         m.events_ingested.inc(applied)
         m.events_rejected.labels("duplicate").inc(dups)
-        for i in fresh_idx:
+        for i, sev in zip(fresh_idx, store_events, strict=True):
             ev = events[i]
             m.event_lag.observe(max(0.0, (now - ts[i]) / US_PER_S))
             arms, _ = self._assign(ev.user_id)
             for label in _arm_labels(arms):
                 m.impressions.labels(label).inc()
                 m.watch_seconds.labels(label).inc(ev.watch_time_s)
-                if store_events[fresh_idx.index(i)].skipped:
+                if sev.skipped:
                     m.skips.labels(label).inc()
                 if ev.liked:
                     m.likes.labels(label).inc()

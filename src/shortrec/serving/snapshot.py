@@ -20,8 +20,11 @@ import numpy.typing as npt
 import polars as pl
 
 from shortrec import schema as S
-from shortrec.artifacts import BundleError, read_manifest
-from shortrec.ranking.predictor import CandidateSet, History, Predictor
+from shortrec.artifacts import BundleError, component_dir, read_manifest
+from shortrec.monitoring.drift import REFERENCE_COMPONENT, Reference, load_reference
+from shortrec.ranking.export import onnx_session
+from shortrec.ranking.predictor import COMPONENT as RANKER_COMPONENT
+from shortrec.ranking.predictor import ONNX_FILE, CandidateSet, History, Predictor
 from shortrec.retrieval.model import RetrievalModel
 from shortrec.store import ScoredRows, Snapshot
 
@@ -88,6 +91,15 @@ class Catalogue:
                 int(upload_us),
             )
 
+    def carry_over(self, other: Catalogue) -> None:
+        """Take the online additions of ``other`` that this bundle's table lacks."""
+        with other._lock:
+            extra = dict(other._extra)
+        with self._lock:
+            for v, entry in extra.items():
+                if v >= self.n_bundle:
+                    self._extra.setdefault(v, entry)
+
     def known(self, video_idx: int) -> bool:
         return 0 <= video_idx < self.n_bundle or video_idx in self._extra
 
@@ -130,18 +142,22 @@ class Bundle:
     retrieval: RetrievalModel
     predictor: Predictor
     catalogue: Catalogue
+    drift: Reference | None = None
 
     @property
     def backend(self) -> str:
         return self.predictor.backend
 
     @staticmethod
-    def load(art: Path, catalogue_from: Bundle | None = None) -> Bundle:
+    def load(
+        art: Path, catalogue_from: Bundle | None = None, rank_threads: int | None = None
+    ) -> Bundle:
         """Load and validate the bundle at ``art``: both components load, the ranker scores a
         probe request to finite values, and the two components agree on the catalogue size.
         Raises :class:`~shortrec.artifacts.BundleError` (a ``BadInput``) naming what is wrong.
         Videos added online to ``catalogue_from`` are carried over when the new bundle does
-        not have them."""
+        not have them. ``rank_threads`` overrides the ONNX Runtime intra-op threads of the
+        training config (serving runs one request per core, so 1 is usually best)."""
         art = Path(art)
         manifest = read_manifest(art)
         version = manifest.get("model_version")
@@ -150,6 +166,9 @@ class Bundle:
         try:
             retrieval = RetrievalModel.load(art)
             predictor = Predictor.load(art)
+            if predictor.session is not None and rank_threads is not None:
+                onnx = component_dir(art, RANKER_COMPONENT) / ONNX_FILE
+                predictor.session = onnx_session(onnx, rank_threads)
         except BundleError:
             raise
         except Exception as e:  # unreadable files of any kind make a bad bundle, not a 500
@@ -171,12 +190,16 @@ class Bundle:
             raise BundleError(f"{art}: ranker probe failed: {type(e).__name__}: {e}") from e
         if not np.isfinite(probe.final).all():
             raise BundleError(f"{art}: ranker probe returned non-finite scores")
+        drift = None
+        if REFERENCE_COMPONENT in manifest.get("components", {}):
+            try:
+                drift = load_reference(component_dir(art, REFERENCE_COMPONENT))
+            except Exception as e:  # a broken reference is a broken bundle
+                raise BundleError(f"{art}: cannot load the drift reference: {e}") from e
         catalogue = Catalogue(predictor)
         if catalogue_from is not None:
-            for v, e in list(catalogue_from.catalogue._extra.items()):
-                if v >= catalogue.n_bundle:
-                    catalogue._extra[v] = e
-        return Bundle(art, version, retrieval, predictor, catalogue)
+            catalogue.carry_over(catalogue_from.catalogue)
+        return Bundle(art, version, retrieval, predictor, catalogue, drift)
 
 
 def bundle_snapshot(bundle: Bundle, as_of_us: int | None = None) -> Snapshot:

@@ -1,0 +1,216 @@
+"""The HTTP-free FeedService (the API the A/B simulator uses): declared fallbacks, experiment
+arms and their metrics, and reloading the experiment config."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shortrec.config import ServingConfig
+from shortrec.experiments.spec import ExperimentSource
+from shortrec.serving.api import EventIn
+from shortrec.serving.metrics import Metrics, new_registry
+from shortrec.serving.service import EventValidationError, FeedContext, FeedService
+from shortrec.serving.snapshot import Bundle, bundle_snapshot
+from shortrec.store import MemoryStore, publish
+
+EXPERIMENTS = """
+[[experiments]]
+name = "div"
+[[experiments.arms]]
+name = "control"
+[[experiments.arms]]
+name = "more_diverse"
+overrides = { diversity_trade_off = 0.2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle: Any) -> Bundle:
+    return Bundle.load(tiny_bundle.art)
+
+
+def _service(
+    bundle: Bundle, now: int, exp: ExperimentSource | None = None, **cfg: Any
+) -> FeedService:
+    store = MemoryStore()
+    publish(store, bundle_snapshot(bundle), store.cfg)
+    settings = ServingConfig(gc_freeze=False, deadline_ranking_ms=5_000, **cfg)
+    return FeedService(settings, bundle, store, Metrics(new_registry()), exp, clock=lambda: now)
+
+
+def _value(svc: FeedService, name: str, labels: dict[str, str] | None = None) -> float:
+    v = svc.metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if v is None else float(v)
+
+
+def test_feed_in_process_and_events(bundle: Bundle, tiny_bundle: Any) -> None:
+    svc = _service(bundle, tiny_bundle.now_us)
+    r = svc.feed("sim-user", 3, 8, FeedContext(region="US"))
+    assert len(r.items) == 8 and r.session_id == 3
+    assert all(np.isfinite(it.score) for it in r.items)
+    assert {"total", "ranking", "store_read", "merge"} <= set(r.stage_ms)
+    evs = [
+        EventIn(
+            event_id=i,
+            user_id="sim-user",
+            session_id=3,
+            video_idx=it.video_idx,
+            watch_time_s=5.0,
+            liked=i == 0,
+        )
+        for i, it in enumerate(r.items)
+    ]
+    res = svc.ingest_events(evs)
+    assert (res.applied, res.duplicates) == (8, 0)
+    assert _value(svc, "shortrec_likes_total", {"arm": "none"}) == 1
+    assert _value(svc, "shortrec_watch_seconds_total", {"arm": "none"}) == 40.0
+    with pytest.raises(EventValidationError) as e:
+        svc.ingest_events(
+            [
+                evs[0].model_copy(update={"ts": None, "event_id": 99}),
+                EventIn(
+                    event_id=100,
+                    user_id="sim-user",
+                    session_id=3,
+                    video_idx=1,
+                    watch_time_s=1.0,
+                    ts=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                ),
+            ]
+        )
+    assert e.value.errors[0][:2] == (1, "ts")
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        svc.feed("sim-user", 3, 0)
+    svc.close()
+
+
+def test_ranking_error_falls_back_to_retrieval_order(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = _service(bundle, tiny_bundle.now_us)
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("onnx session died")
+
+    monkeypatch.setattr(bundle.predictor, "score_batch", boom)
+    r = svc.feed("u-fallback", 1, 10)
+    assert len(r.items) == 10 and "ranking_error" in r.fallbacks
+    assert all(it.heads == {} for it in r.items)
+    assert _value(svc, "shortrec_fallbacks_total", {"reason": "ranking_error"}) == 1
+    svc.close()
+
+
+def test_ranking_deadline_falls_back(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = _service(bundle, tiny_bundle.now_us)
+    svc.config = svc.config.model_copy(update={"deadline_ranking_ms": 20.0})
+    real = bundle.predictor.score_batch
+
+    def slow(*a: Any, **k: Any) -> Any:
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bundle.predictor, "score_batch", slow)
+    t0 = time.perf_counter()
+    r = svc.feed("u-slow", 1, 10)
+    assert time.perf_counter() - t0 < 0.28  # did not wait for the model
+    assert len(r.items) == 10 and "ranking_timeout" in r.fallbacks
+    assert _value(svc, "shortrec_fallbacks_total", {"reason": "ranking_timeout"}) == 1
+    svc.close()
+
+
+def test_source_error_skips_that_source(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = _service(bundle, tiny_bundle.now_us)
+    real = svc._source
+
+    def broken(b: Any, name: str, *a: Any) -> Any:
+        if name == "explore":
+            raise RuntimeError("explore lists corrupt")
+        return real(b, name, *a)
+
+    monkeypatch.setattr(svc, "_source", broken)
+    r = svc.feed("cold-user", 1, 10)
+    assert len(r.items) == 10 and "source_error" in r.fallbacks
+    assert all("explore" not in it.sources for it in r.items)
+    svc.close()
+
+
+def test_experiment_arms_metrics_and_reload(
+    bundle: Bundle, tiny_bundle: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_text(EXPERIMENTS)
+    svc = _service(bundle, tiny_bundle.now_us, ExperimentSource(path))
+    arms = {svc.feed(f"user-{i}", 1, 5).arms["div"] for i in range(30)}
+    assert arms == {"control", "more_diverse"}
+    total = sum(
+        _value(svc, "shortrec_experiment_assignments_total", {"experiment": "div", "arm": a})
+        for a in arms
+    )
+    assert total == 30
+    assert (
+        _value(svc, "shortrec_experiment_allocation", {"experiment": "div", "arm": "control"})
+        == 0.5
+    )
+    path.write_text(
+        EXPERIMENTS.replace(
+            '[[experiments.arms]]\nname = "control"',
+            '[[experiments.arms]]\nname = "control"\nweight = 3',
+        )
+    )
+    status = svc.reload_experiments()
+    assert status is not None and status.changed and status.error is None
+    assert (
+        _value(svc, "shortrec_experiment_allocation", {"experiment": "div", "arm": "control"})
+        == 0.75
+    )
+    path.write_text("not [valid toml")
+    bad = svc.reload_experiments()
+    assert bad is not None and bad.error is not None and not bad.changed
+    assert svc.feed("user-1", 1, 5).arms  # the last good config keeps serving
+    svc.close()
+
+
+def test_drift_reference_in_bundle_is_monitored_and_exported(
+    tiny_bundle: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from shortrec.artifacts import write_component
+    from shortrec.monitoring.drift import REFERENCE_COMPONENT, save_reference
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_bundle.art, art)
+    rng = np.random.default_rng(0)
+    with write_component(art, REFERENCE_COMPONENT, ServingConfig(), "test") as (d, _):
+        # a reference far from what the model serves: scores near 5, long histories
+        save_reference(
+            d,
+            {
+                "score_final": rng.normal(5.0, 0.1, 2_000),
+                "history_len": rng.integers(40, 50, 2_000).astype(float),
+            },
+        )
+    bundle = Bundle.load(art)
+    assert bundle.drift is not None
+    svc = _service(bundle, tiny_bundle.now_us, drift_window=200, cold_cache_ttl_s=0)
+    for i in range(40):
+        svc.feed(f"drift-{i}", 1, 10)
+    svc.export_drift()
+    psi = _value(svc, "shortrec_drift_psi", {"feature": "score_final"})
+    ks = _value(svc, "shortrec_drift_ks", {"feature": "score_final"})
+    assert psi > 1.0 and ks > 0.9  # served scores are nowhere near the reference
+    assert (
+        svc.metrics.registry.get_sample_value("shortrec_drift_psi", {"feature": "video_age_hours"})
+        is None
+    )  # no reference for it: not exported
+    svc.close()

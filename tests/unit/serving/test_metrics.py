@@ -1,0 +1,100 @@
+"""The metric names and labels are a contract with deploy/ (alert rules, dashboards): pin
+them, and check that the registry is per instance (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from shortrec.serving.metrics import FALLBACK_REASONS, STAGES, Metrics, new_registry
+
+# name -> (type, labels), exactly as in the metric-name contract
+CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "shortrec_http_requests_total": ("counter", ("route", "method", "status")),
+    "shortrec_http_request_duration_seconds": ("histogram", ("route", "method")),
+    "shortrec_http_requests_in_flight": ("gauge", ()),
+    "shortrec_stage_duration_seconds": ("histogram", ("stage",)),
+    "shortrec_candidates": ("histogram", ("source",)),
+    "shortrec_fallbacks_total": ("counter", ("reason",)),
+    "shortrec_degraded_responses_total": ("counter", ()),
+    "shortrec_degraded": ("gauge", ()),
+    "shortrec_store_errors_total": ("counter", ("op",)),
+    "shortrec_store_duration_seconds": ("histogram", ("op",)),
+    "shortrec_cache_requests_total": ("counter", ("cache", "result")),
+    "shortrec_rank_batch_size": ("histogram", ()),
+    "shortrec_model_info": ("gauge", ("model_version", "ranker_backend")),
+    "shortrec_model_ready": ("gauge", ()),
+    "shortrec_score": ("histogram", ("head",)),
+    "shortrec_feed_diversity": ("histogram", ()),
+    "shortrec_feed_fresh_share": ("histogram", ()),
+    "shortrec_feeds_served_total": ("counter", ("arm",)),
+    "shortrec_impressions_total": ("counter", ("arm",)),
+    "shortrec_skips_total": ("counter", ("arm",)),
+    "shortrec_likes_total": ("counter", ("arm",)),
+    "shortrec_watch_seconds_total": ("counter", ("arm",)),
+    "shortrec_events_ingested_total": ("counter", ()),
+    "shortrec_events_rejected_total": ("counter", ("reason",)),
+    "shortrec_event_lag_seconds": ("histogram", ()),
+    "shortrec_drift_psi": ("gauge", ("feature",)),
+    "shortrec_drift_ks": ("gauge", ("feature",)),
+    "shortrec_experiment_assignments_total": ("counter", ("experiment", "arm")),
+    "shortrec_experiment_allocation": ("gauge", ("experiment", "arm")),
+}
+
+
+def _exported(reg: CollectorRegistry) -> dict[str, str]:
+    out = {}
+    for fam in reg.collect():
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        out[name] = fam.type
+    return out
+
+
+def test_every_contract_metric_is_exported_with_its_type() -> None:
+    m = Metrics(new_registry())
+    got = _exported(m.registry)
+    assert set(got) == set(CONTRACT), set(got) ^ set(CONTRACT)
+    for name, (kind, _) in CONTRACT.items():
+        assert got[name] == kind, name
+
+
+def test_label_names_match_the_contract() -> None:
+    m = Metrics(new_registry())
+    objs = {
+        "shortrec_http_requests_total": m.http_requests,
+        "shortrec_stage_duration_seconds": m.stage_duration,
+        "shortrec_model_info": m.model_info,
+        "shortrec_experiment_assignments_total": m.experiment_assignments,
+        "shortrec_cache_requests_total": m.cache_requests,
+        "shortrec_drift_psi": m.drift_psi,
+    }
+    for name, obj in objs.items():
+        assert tuple(obj._labelnames) == CONTRACT[name][1], name
+
+
+def test_registries_are_independent_and_fixed_labels_start_at_zero() -> None:
+    a, b = Metrics(new_registry()), Metrics(new_registry())
+    a.fallbacks.labels("cold_start").inc()
+    text_a, ctype = a.render()
+    text_b, _ = b.render()
+    assert ctype.startswith("text/plain")
+    assert b'shortrec_fallbacks_total{reason="cold_start"} 1.0' in text_a
+    assert b'shortrec_fallbacks_total{reason="cold_start"} 0.0' in text_b
+    for reason in FALLBACK_REASONS:
+        assert f'reason="{reason}"'.encode() in text_b
+    assert "total" in STAGES and "ranking" in STAGES
+
+
+def test_model_info_keeps_one_series_and_allocation_is_replaced() -> None:
+    m = Metrics(new_registry())
+    m.set_model("v1", "onnx")
+    m.set_model("v2", "torch")
+    text = m.render()[0].decode()
+    assert 'model_version="v2"' in text and 'model_version="v1"' not in text
+    assert "shortrec_model_ready 1.0" in text
+    m.set_allocation({("exp", "a"): 0.5, ("exp", "b"): 0.5})
+    m.set_allocation({("exp2", "a"): 1.0})
+    text = m.render()[0].decode()
+    assert 'experiment="exp2"' in text and 'experiment="exp",' not in text
+    m.set_drift({"score_final": (0.1, 0.2)})
+    text = m.render()[0].decode()
+    assert 'shortrec_drift_psi{feature="score_final"} 0.1' in text
