@@ -4,9 +4,12 @@
 presets (``--quick``: small only; ``--large`` adds ``large``, minutes) into
 ``bench/.work/generate``, each in a fresh subprocess so that peak RSS is per preset, and writes
 ``bench/results/generate.json`` with flat metrics ``{preset}_events_per_s``,
-``{preset}_seconds``, ``{preset}_events``, ``{preset}_peak_rss_mb``, and
-``{preset}_events_per_cpu_s`` (events per CPU second of all threads, which other processes on
-a shared machine do not distort; ``{preset}_load_avg_1m`` records how busy the machine was).
+``{preset}_seconds``, ``{preset}_events``, ``{preset}_workers``, ``{preset}_peak_rss_mb`` (the
+parent), ``{preset}_worker_peak_rss_mb`` (the largest worker process),
+``{preset}_peak_rss_total_mb`` (sampled sum over the parent and its workers: the figure for
+the memory target), and ``{preset}_events_per_cpu_s`` (events per CPU second of all threads
+and worker processes, which other processes on a shared machine do not distort;
+``{preset}_load_avg_1m`` records how busy the machine was).
 A tiny warm-up run in the same subprocess keeps import and first-call costs out of the timing.
 """
 
@@ -15,16 +18,58 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.common import peak_rss_mb, work_dir, write_result
 
 NAME = "generate"
+
+
+class TreeRss:
+    """Samples the resident memory of this process plus its children every ``period_s``
+    seconds (worker processes included): ``peak_mb`` is the largest sum seen, an upper bound
+    (pages shared between processes count once per process)."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.period_s, self.peak_mb = period_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue  # a worker that just exited
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its waited-for children (the
+    worker processes of a finished pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_one(preset: str, out: Path) -> dict[str, Any]:
@@ -33,19 +78,26 @@ def run_one(preset: str, out: Path) -> dict[str, Any]:
     from shortrec.data.simulator import generate
 
     generate(SimConfig.preset_config("tiny"), out.parent / "warmup", progress=False)
-    cpu0 = time.process_time()
-    summary = generate(SimConfig.preset_config(preset), out, progress=False)  # type: ignore[arg-type]
-    cpu = time.process_time() - cpu0
+    load = os.getloadavg()[0]
+    cpu0 = cpu_seconds()
+    with TreeRss() as tree:
+        summary = generate(SimConfig.preset_config(preset), out, progress=False)  # type: ignore[arg-type]
+    cpu = cpu_seconds() - cpu0
     events = summary["counts"]["events"]
     return {
         "events": events,
         "seconds": summary["seconds"],
         "events_per_s": summary["events_per_s"],
-        # CPU seconds of all threads: robust to other processes sharing the cores
+        "workers": summary["workers"],
+        # CPU seconds of all threads and worker processes: robust to other processes sharing
+        # the cores
         "cpu_seconds": cpu,
         "events_per_cpu_s": events / max(cpu, 1e-9),
-        "load_avg_1m": os.getloadavg()[0],
+        "load_avg_1m": load,
+        # this process alone, the largest worker, and the sampled sum over all of them
         "peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "peak_rss_total_mb": max(tree.peak_mb, peak_rss_mb()),
     }
 
 

@@ -51,6 +51,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(min=1, help="Worker processes (default: min(2, cores)); output does not change."),
+]
 
 
 @app.command()
@@ -63,13 +67,16 @@ def generate(
     ),
     seed: Annotated[int, typer.Option(help="Random seed; same seed, identical output.")] = 0,
     report: Annotated[bool, typer.Option(help="Also write the realism report.")] = True,
+    workers: Workers = None,
     progress: Progress = True,
 ) -> None:
     """Generate a synthetic world (videos, users, impression logs, ground truth) with the
     session-aware simulator, validate it, and write it to --out."""
     from shortrec import pipelines
 
-    _print_summary(_run(lambda: pipelines.generate(preset, seed, out_dir, report, progress)))
+    _print_summary(
+        _run(lambda: pipelines.generate(preset, seed, out_dir, report, progress, workers))
+    )
 
 
 @app.command()
@@ -102,12 +109,13 @@ def ingest(
 @app.command()
 def etl(
     data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],
+    workers: Workers = None,
     progress: Progress = True,
 ) -> None:
     """Run the leakage-free ETL: dedupe, sessionise, split, statistics, training samples."""
     from shortrec import pipelines
 
-    _print_summary(_run(lambda: pipelines.etl(data_dir, progress)))
+    _print_summary(_run(lambda: pipelines.etl(data_dir, progress, workers=workers)))
 
 
 train_app = typer.Typer(help="Train models into an artifact bundle.", no_args_is_help=True)

@@ -227,7 +227,9 @@ class EtlConfig(StrictModel):
     history_len: int = Field(default=50, ge=1)
     complete_ratio: float = Field(default=0.9, gt=0)
     full_validation_max_events: int = Field(default=2_000_000, ge=0)
-    compression: Literal["zstd", "lz4", "snappy", "uncompressed"] = "zstd"
+    #: lz4: measured ~20 % less CPU to write and ~25 % less to read than zstd-1 (files ~25 %
+    #: larger); see docs/etl.md
+    compression: Literal["zstd", "lz4", "snappy", "uncompressed"] = "lz4"
     compression_level: int | None = Field(default=1, ge=1, le=22)
 
 

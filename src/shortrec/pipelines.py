@@ -32,7 +32,12 @@ class StageError(RuntimeError):
 
 
 def generate(
-    preset: str, seed: int, out: Path, report: bool = True, progress: bool = True
+    preset: str,
+    seed: int,
+    out: Path,
+    report: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate a synthetic world into ``out`` (and its realism report under ``out/report``)."""
     if preset not in ("tiny", "small", "medium", "large"):
@@ -42,6 +47,8 @@ def generate(
     from shortrec.data import simulator
 
     config = SimConfig.preset_config(preset, seed=seed)  # type: ignore[arg-type]
+    if workers is not None:
+        config = config.model_copy(update={"workers": workers})
     summary = simulator.generate(config, Path(out), progress=progress)
     if report:
         from shortrec.data import realism
@@ -73,12 +80,20 @@ def ingest(
     return ingest_mod.ingest(fmt, Path(src), Path(out), config, mapping, progress=progress)
 
 
-def etl(root: Path, progress: bool = True, config: EtlConfig | None = None) -> dict[str, Any]:
+def etl(
+    root: Path,
+    progress: bool = True,
+    config: EtlConfig | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """Run the ETL on a dataset directory, writing ``root/etl``."""
     io.Dataset.open(Path(root))  # fail fast, naming what is missing
     from shortrec.data import etl as etl_mod
 
-    return etl_mod.run_etl(Path(root), config or EtlConfig(), progress=progress)
+    config = config or EtlConfig()
+    if workers is not None:
+        config = config.model_copy(update={"workers": workers})
+    return etl_mod.run_etl(Path(root), config, progress=progress)
 
 
 def _etl_inputs(root: Path) -> tuple[io.Dataset, pl.DataFrame, str]:

@@ -33,11 +33,10 @@ HISTORIES_FILE = "histories.parquet"
 AFFINITY_FILE = "user_tag_affinity.parquet"
 
 
-def _read(path: Path, what: str, required: bool = True) -> pl.DataFrame | None:
+def _read(path: Path, what: str) -> pl.DataFrame:
+    """Read a required parquet input, naming it when missing or unreadable."""
     if not path.is_file():
-        if required:
-            raise S.BadInput(f"{path}: {what} not found (run `shortrec etl` first?)")
-        return None
+        raise S.BadInput(f"{path}: {what} not found (run `shortrec etl` first?)")
     try:
         return pl.read_parquet(path)
     except Exception as e:  # a corrupt file is bad input, named
@@ -52,7 +51,6 @@ def build_snapshot(dataset_root: Path, art: Path) -> Snapshot:
     root = Path(dataset_root)
     etl = root / ETL_DIR
     videos = _read(root / VIDEOS_FILE, "videos table")
-    assert videos is not None  # required=True
     S.check(S.conform(videos, S.VIDEOS), S.VIDEOS, str(root / VIDEOS_FILE))
     try:
         model = RetrievalModel.load(Path(art))
@@ -66,7 +64,11 @@ def build_snapshot(dataset_root: Path, art: Path) -> Snapshot:
     return Snapshot(
         as_of_us=model.as_of_us,
         videos=videos,
-        video_stats=_read(etl / VIDEO_STATS_FILE, "video statistics", required=False),
+        video_stats=(
+            _read(etl / VIDEO_STATS_FILE, "video statistics")
+            if (etl / VIDEO_STATS_FILE).is_file()
+            else None
+        ),
         trending=retrieval_trending(model),
         tag_top=retrieval_tag_top(model),
         fresh=model.fresh.video,

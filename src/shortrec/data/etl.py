@@ -621,7 +621,14 @@ def _init_worker(job: _Job) -> None:
 def _in_worker(fn: Callable[..., R], *args: Any) -> R:
     if _JOB is None:
         raise RuntimeError("ETL worker not initialised")
-    return fn(_JOB, *args)
+    try:
+        return fn(_JOB, *args)
+    except EtlInputError:
+        raise
+    except S.BadInput as e:
+        # exceptions cross back to the parent pickled; a subclass whose __init__ takes other
+        # arguments (SchemaError) would not unpickle, so it travels as its message
+        raise EtlInputError(str(e)) from None
 
 
 class _Runner:

@@ -655,6 +655,11 @@ def _worker_chunk(i: int) -> tuple[int, int, int]:
         raise RuntimeError("worker not initialised")
     try:
         return _run_chunk(_JOB, i)
+    except S.BadInput as e:
+        _JOB.offsets.abort()
+        # pickled back to the parent: a subclass with other __init__ arguments (SchemaError)
+        # would not unpickle, so it travels as its message
+        raise S.BadInput(str(e)) from None
     except BaseException:
         _JOB.offsets.abort()
         raise

@@ -43,12 +43,14 @@ from shortrec import schema as S
 from shortrec.config import ArmOverrides, RerankConfig, ServingConfig
 from shortrec.experiments.spec import ExperimentSource, ReloadStatus
 from shortrec.monitoring.drift import (
+    CANDIDATE_ENGAGE_RATE,
     HISTORY_LEN,
     SCORE_ENGAGE,
     SCORE_FINAL,
     VIDEO_AGE_HOURS,
     DriftMonitor,
 )
+from shortrec.ranking.batches import END_OF_TIME
 from shortrec.ranking.predictor import CandidateSet, History
 from shortrec.rerank import rerank
 from shortrec.retrieval.merge import merge
@@ -390,25 +392,36 @@ class FeedService:
 
     def _observe_drift(
         self,
-        final: npt.NDArray[np.float64],
+        bundle: Bundle,
+        score: npt.NDArray[np.float64],
         heads: dict[str, npt.NDArray[np.float64]],
+        vids: npt.NDArray[np.int64],
         meta: Any,
         order: npt.NDArray[np.int64],
         req: RetrievalRequest,
     ) -> None:
-        """Feed the served page's model scores and key inputs to the drift monitor."""
+        """Feed the served page to the drift monitor: the scores the response reports, and
+        the key ranker inputs (history length as the ranker sees it, video age, the served
+        videos' smoothed engage rate from the bundle's statistics)."""
         mon = self._drift
         if mon is None or order.shape[0] == 0:
             return
         have = set(mon.features)
+        pred = bundle.predictor
         values: dict[str, npt.ArrayLike] = {
-            SCORE_FINAL: final[order],
-            HISTORY_LEN: [float(req.history.shape[0])],
+            SCORE_FINAL: score[order],
+            HISTORY_LEN: [float(min(req.history.shape[0], pred.config.history_len))],
         }
         if "engage" in heads:
             values[SCORE_ENGAGE] = heads["engage"][order]
         up = meta.upload_us[order]
         values[VIDEO_AGE_HOURS] = (req.now_us - up[up >= 0]) / (3_600 * US_PER_S)
+        if CANDIDATE_ENGAGE_RATE in have:
+            served = vids[order]
+            served = served[served < bundle.catalogue.n_bundle]
+            if served.shape[0]:
+                stats = pred.stats.features(served[None, :], np.array([END_OF_TIME]))[0]
+                values[CANDIDATE_ENGAGE_RATE] = stats[:, 0]
         for name, v in values.items():
             if name in have:
                 mon.observe(name, v)
@@ -807,7 +820,7 @@ class FeedService:
         order = self._fresh_slots(order, merged, meta, n)
         timer.record("rerank", t0)
         if not any(f.startswith("ranking") for f in fallbacks):
-            self._observe_drift(final, heads, meta, order, req)
+            self._observe_drift(bundle, adjusted, heads, vids, meta, order, req)
 
         items = []
         for pos, i in enumerate(order.tolist()):

@@ -228,6 +228,39 @@ def test_bucket_invariance(tmp_path: Path, with_sessions: bool) -> None:
     assert len(list((root / "etl" / "samples").glob("*.parquet"))) == 7
 
 
+def test_worker_processes_give_identical_output(tmp_path: Path) -> None:
+    """Buckets on 2 processes == in this process; the manifests agree but for timing."""
+    rng = np.random.default_rng(5)
+    root = write_dataset(tmp_path / "d", *random_world(rng, with_sessions=True), 3)
+    one = _run(root, n_buckets=3, workers=1)
+    m1 = json.loads((root / io.ETL_DIR / io.MANIFEST).read_text())
+    two = _run(root, n_buckets=3, workers=2, parallel_min_events=0)
+    m2 = json.loads((root / io.ETL_DIR / io.MANIFEST).read_text())
+    for name, df in one.items():
+        assert df.equals(two[name]), name
+    assert m1["counts"] == m2["counts"] and m1["fingerprint"] == m2["fingerprint"]
+    assert "workers" not in m2["config"]
+
+
+def test_bad_input_in_a_worker_names_file_and_field(tmp_path: Path) -> None:
+    ev, vid = tiny_world()
+    neg = ev.with_columns(pl.when(pl.col(S.EVENT_ID) == 2).then(-1.0).otherwise(
+        pl.col(S.WATCH_RATIO)).cast(pl.Float32).alias(S.WATCH_RATIO))  # fmt: skip
+    root = write_dataset(tmp_path / "a", neg, vid)
+    cfg = EtlConfig(n_buckets=2, workers=2, parallel_min_events=0)
+    with pytest.raises(S.BadInput, match=r"part-00000\.parquet[\s\S]*watch_ratio"):
+        etl.run_etl(root, cfg, progress=False)
+    assert not (root / io.ETL_DIR).exists()
+
+
+def test_bucket_count_is_a_multiple_of_the_workers() -> None:
+    cfg = EtlConfig()
+    assert etl.n_buckets_for(10, cfg, 2) == 1
+    assert etl.n_buckets_for(4_750_000, cfg, 2) == 6
+    assert etl.n_buckets_for(4_750_000, cfg, 1) == 5
+    assert etl.n_buckets_for(4_750_000, EtlConfig(n_buckets=7), 2) == 7
+
+
 def test_outputs_validate_and_dedupe(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     ev, vid = random_world(rng, dup_frac=0.05)

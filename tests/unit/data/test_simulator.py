@@ -22,8 +22,10 @@ from shortrec.data.simulator import (
     LoggingPolicy,
     World,
     build_world,
+    chunk_bounds,
     generate,
     plan_segments,
+    resolve_workers,
     simulate_users,
 )
 from shortrec.data.world import WorldError
@@ -149,6 +151,37 @@ def test_chunks_write_parts_with_global_ids(tmp_path: Path) -> None:
     assert ev[S.SESSION_ID].is_sorted() and ev[S.REQUEST_ID].is_sorted()
     assert ev[S.SESSION_ID].n_unique() == summary["counts"]["sessions"]
     assert S.validate(ev, S.EVENTS) == []
+
+
+def test_worker_processes_give_byte_identical_files(tmp_path: Path) -> None:
+    """Chunks on 2 processes (finishing in any order) == chunks in order in this process."""
+    cfg = SimConfig.preset_config("tiny", seed=5).model_copy(
+        update={"n_users": 90, "chunk_users": 25}
+    )
+    one = generate(cfg.model_copy(update={"workers": 1}), tmp_path / "one", progress=False)
+    two = generate(cfg.model_copy(update={"workers": 2}), tmp_path / "two", progress=False)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    a, b = tmp_path / "one", tmp_path / "two"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert len(list((a / io.EVENTS_DIR).glob("part-*.parquet"))) == 4
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    ev = io.Dataset.open(b).events().collect()
+    assert ev[S.EVENT_ID].to_list() == list(range(ev.height))
+    assert ev[S.SESSION_ID].is_sorted() and ev[S.REQUEST_ID].is_sorted()
+
+
+def test_chunks_are_balanced_and_independent_of_workers() -> None:
+    assert chunk_bounds(20_000, 10_000) == [0, 10_000, 20_000]  # medium: 2 chunks
+    b = chunk_bounds(50, 20)
+    sizes = np.diff(b)
+    assert b[0] == 0 and b[-1] == 50 and len(sizes) == 3 and sizes.max() - sizes.min() <= 1
+    assert chunk_bounds(7, 100) == [0, 7]
+    assert SimConfig.preset_config("medium").n_users >= 2 * SimConfig().chunk_users
+    assert resolve_workers(3) == 3 and 1 <= resolve_workers(None) <= 2
+    with pytest.raises(ValidationError):
+        SimConfig(workers=0)
 
 
 def test_a_failed_generation_leaves_the_previous_dataset(tmp_path: Path) -> None:
