@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ci_prometheus.sh
+	bash scripts/ci_chromium.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -136,11 +136,13 @@ def _wait_port(port: int, timeout_s: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def _service(art: Path, redis_url: str, workers: int, batching: bool) -> Iterator[str]:
+def _service(
+    art: Path, redis_url: str, workers: int, batching: bool, **overrides: Any
+) -> Iterator[str]:
     from shortrec.config import ServingConfig
 
     port = _free_port()
-    cfg = ServingConfig(rank_batching=batching, workers=workers)
+    cfg = ServingConfig(rank_batching=batching, workers=workers, **overrides)
     env = {**os.environ, "SHORTREC_SERVING_CONFIG": cfg.model_dump_json()}
     code = (
         "from pathlib import Path; from shortrec.serving.app import serve; "

@@ -155,6 +155,46 @@ def build(
     _print_summary(_run(lambda: pipelines.build(data_dir, artifacts, progress)))
 
 
+abtest_app = typer.Typer(help="Simulated online A/B tests and log analysis.", no_args_is_help=True)
+app.add_typer(abtest_app, name="abtest")
+
+
+@abtest_app.command("simulate")
+def abtest_simulate(
+    config: Annotated[Path, typer.Argument(help="Scenario TOML: experiments + [simulation].")],
+    artifacts: Artifacts = Path("artifacts"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("abtest-out"),
+    dataset: Annotated[
+        Path | None, typer.Option(help="Dataset directory (default: [simulation] dataset).")
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Use this Redis as the online store.", envvar="SHORTREC_REDIS_URL"),
+    ] = None,
+    progress: Progress = True,
+) -> None:
+    """Simulated users scroll through the real serving stack; logs, analysis and HTML report."""
+    from shortrec import abtest
+
+    _print_summary(
+        _run(lambda: abtest.simulate(config, artifacts, dataset, out_dir, redis_url, progress))
+    )
+
+
+@abtest_app.command("analyze")
+def abtest_analyze(
+    logs: Annotated[Path, typer.Argument(help="Log directory (exposures/, events/).")],
+    experiment: Annotated[str, typer.Option(help="Experiment name to analyse.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path(
+        "abtest-report"
+    ),
+) -> None:
+    """Per-arm metrics, significance tests, SRM check and an HTML report from logged traffic."""
+    from shortrec import abtest
+
+    _print_summary(_run(lambda: abtest.analyze_logs(logs, experiment, out_dir)))
+
+
 @app.command()
 def validate(
     data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],

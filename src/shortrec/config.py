@@ -746,27 +746,32 @@ class ServingConfig(StrictModel):
     """Online serving (``serving/``; the API and every bound are described in docs/api.md).
 
     Time budget of one feed request: ``budget_ms`` in all, each stage with its own deadline
-    (``deadline_*_ms``); a stage that misses its deadline is skipped or falls back (sources:
-    the remaining sources are skipped; ranking: retrieval order). ``n_candidates`` are merged
+    (``deadline_*_ms``, capped by what is left of the budget); a stage that misses its deadline
+    is skipped or falls back (sources: the remaining sources are skipped; ranking: retrieval
+    order; the store: ``deadline_store_ms`` is the Redis client's connect/socket timeout, and a
+    timeout serves the page from the in-process snapshot). ``n_candidates`` are merged
     and ranked, ``n_default`` returned when the client does not say (at most 100).
     ``skip_penalty`` is subtracted from a candidate's final score once per skip of its topic in
     the current session, so quick skips of one topic shrink its share of the next page.
     Cache TTLs bound how stale shared lists may be (trending, fresh pool, cold-start pages).
     ``rerank`` diversifies the best ``rerank_pool`` ranked candidates (its ``k`` is replaced by
     the page size). ``fresh_slots``: at least that many places of a page go to the newest
-    fresh-pool candidates (new uploads get exposure before any retraining). ``admin_token`` (None: admin endpoints disabled) guards ``/admin/*``. ``rank_batching``
+    fresh-pool candidates (new uploads get exposure before any retraining). ``admin_token``
+    (None: admin endpoints disabled) guards ``/admin/*``. ``rank_batching``
     coalesces concurrent ranking calls into one model call of at most ``rank_max_batch``.
+    ``request_threads`` bounds the threads that run feed/event pipelines per process
+    (measured: 32 served ~20 % more feeds/s than 4 on 2 cores, as ranking and Redis waits
+    release the GIL and more waiting requests make bigger ranking batches).
     ``drift_window``: values per feature in the rolling drift window (when the bundle has a
     ``drift`` reference).
     """
 
     n_default: int = Field(default=10, ge=1, le=100)
     n_candidates: int = Field(default=500, ge=1, le=10_000)
-    budget_ms: float = Field(default=200.0, gt=0)
-    deadline_store_ms: float = Field(default=50.0, gt=0)
+    budget_ms: float = Field(default=250.0, gt=0)
+    deadline_store_ms: float = Field(default=100.0, gt=0)
     deadline_sources_ms: float = Field(default=60.0, gt=0)
     deadline_ranking_ms: float = Field(default=100.0, gt=0)
-    store_timeout_s: float = Field(default=0.25, gt=0)
     skip_penalty: float = Field(default=0.3, ge=0)
     trending_cache_ttl_s: float = Field(default=1.0, ge=0)
     fresh_cache_ttl_s: float = Field(default=1.0, ge=0)
@@ -777,6 +782,7 @@ class ServingConfig(StrictModel):
     rank_batching: bool = True
     rank_max_batch: int = Field(default=4, ge=1)
     rank_threads: int = Field(default=1, ge=1)
+    request_threads: int = Field(default=32, ge=1, le=256)
     admin_token: str | None = Field(default=None, min_length=16)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     max_events_per_batch: int = Field(default=500, ge=1)

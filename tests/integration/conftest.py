@@ -78,6 +78,7 @@ def serving_settings() -> ServingConfig:
         admin_token=ADMIN_TOKEN,
         health_interval_s=0.05,
         drain_interval_s=0.2,
+        budget_ms=10_000,
         deadline_ranking_ms=5_000,
         deadline_sources_ms=5_000,
         gc_freeze=False,

@@ -24,6 +24,7 @@ def api_schema(tiny_bundle: Any, run_server: Any) -> Iterator[Any]:
     settings_ = ServingConfig(
         admin_token="schema-test-token-0123",
         gc_freeze=False,
+        budget_ms=10_000,
         deadline_ranking_ms=5_000,
         deadline_sources_ms=5_000,
     )

@@ -40,7 +40,7 @@ def _service(
 ) -> FeedService:
     store = MemoryStore()
     publish(store, bundle_snapshot(bundle), store.cfg)
-    settings = ServingConfig(gc_freeze=False, deadline_ranking_ms=5_000, **cfg)
+    settings = ServingConfig(gc_freeze=False, budget_ms=10_000, deadline_ranking_ms=5_000, **cfg)
     return FeedService(settings, bundle, store, Metrics(new_registry()), exp, clock=lambda: now)
 
 

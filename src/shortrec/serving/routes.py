@@ -7,11 +7,14 @@ returned as ready ``Response`` objects (the ``response_model`` documents them in
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +35,7 @@ from shortrec.serving.api import (
 )
 from shortrec.serving.service import FeedContext, FeedResult, FeedService
 
+T = TypeVar("T")
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -58,6 +62,15 @@ def service(request: Request) -> FeedService:
 
 
 Service = Annotated[FeedService, Depends(service)]
+
+
+async def on_workers(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a request-path call off the event loop, in a pool bounded by
+    ``ServingConfig.request_threads`` (the loop stays free to accept requests, and concurrent
+    pipelines feed the ranking micro-batcher)."""
+    return await anyio.to_thread.run_sync(
+        functools.partial(fn, *args), limiter=request.app.state.limiter
+    )
 
 
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -102,29 +115,30 @@ router = APIRouter()
 
 @router.get("/v1/feed", response_model=FeedResponse, responses=_PROBLEMS, tags=["feed"])
 async def get_feed(
+    request: Request,
     svc: Service,
     user_id: Annotated[str, Query(min_length=1, max_length=256, pattern=USER_ID_PATTERN)],
     session_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
 ) -> Response:
     """The next ``n`` videos for a user (unknown users get a cold-start feed)."""
-    r = await run_in_threadpool(svc.feed, user_id, session_id, n)
+    r = await on_workers(request, svc.feed, user_id, session_id, n)
     return json_response(feed_json(r))
 
 
 @router.post("/v1/feed", response_model=FeedResponse, responses=_PROBLEMS, tags=["feed"])
-async def post_feed(svc: Service, body: FeedRequest) -> Response:
+async def post_feed(request: Request, svc: Service, body: FeedRequest) -> Response:
     """Like ``GET /v1/feed``, with a request context (profile, videos to exclude)."""
     c = body.context
     ctx = FeedContext(c.region, c.age_bucket, c.device, tuple(c.exclude))
-    r = await run_in_threadpool(svc.feed, body.user_id, body.session_id, body.n, ctx)
+    r = await on_workers(request, svc.feed, body.user_id, body.session_id, body.n, ctx)
     return json_response(feed_json(r))
 
 
 @router.post("/v1/events", response_model=EventsAccepted, responses=_PROBLEMS, tags=["events"])
-async def post_events(svc: Service, body: EventBatch) -> Response:
+async def post_events(request: Request, svc: Service, body: EventBatch) -> Response:
     """Feed outcomes; acknowledged only once durably queued. Idempotent on ``event_id``."""
-    r = await run_in_threadpool(svc.ingest_events, body.events)
+    r = await on_workers(request, svc.ingest_events, body.events)
     return json_response(
         {
             "received": r.received,

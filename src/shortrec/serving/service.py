@@ -202,9 +202,14 @@ class TTLCache:
 class _Timer:
     """Records stage durations into the histogram and into a dict (milliseconds)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, budget_s: float) -> None:
         self._m = metrics
         self.ms: dict[str, float] = {}
+        self.deadline = time.perf_counter() + budget_s  # end of the request's whole budget
+
+    def left(self, stage_s: float) -> float:
+        """Seconds this stage may take: its own deadline, capped by the budget left."""
+        return max(0.0, min(stage_s, self.deadline - time.perf_counter()))
 
     def record(self, stage: str, t0: float) -> float:
         dt = time.perf_counter() - t0
@@ -568,7 +573,7 @@ class FeedService:
         now = self.clock() if now_us is None else now_us
         bundle = self._bundle  # one bundle for the whole request, even across a reload
         t_all = time.perf_counter()
-        timer = _Timer(self.metrics)
+        timer = _Timer(self.metrics, cfg.budget_ms / 1e3)
         fallbacks: list[str] = []
 
         t0 = time.perf_counter()
@@ -746,7 +751,7 @@ class FeedService:
             quotas = ov.source_quotas if ov.source_quotas is not None else mcfg.quotas
         total = self.config.n_candidates
         slack = min(int(np.unique(req.seen).shape[0]), mcfg.seen_slack)
-        deadline = time.perf_counter() + self.config.deadline_sources_ms / 1e3
+        deadline = time.perf_counter() + timer.left(self.config.deadline_sources_ms / 1e3)
         lists: list[Candidates] = []
         for name, q in quotas.items():
             if q <= 0:
@@ -804,7 +809,15 @@ class FeedService:
         timer.record("features", t0)
 
         t0 = time.perf_counter()
-        final, heads = self._rank(bundle, history, cands, merged, known, fallbacks)
+        final, heads = self._rank(
+            bundle,
+            history,
+            cands,
+            merged,
+            known,
+            fallbacks,
+            timer.left(self.config.deadline_ranking_ms / 1e3),
+        )
         timer.record("ranking", t0)
 
         t0 = time.perf_counter()
@@ -887,6 +900,7 @@ class FeedService:
         merged: MergedCandidates,
         known: npt.NDArray[np.bool_],
         fallbacks: list[str],
+        timeout_s: float,
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float64]]]:
         """Final score (C,) and head scores for every merged candidate; on a ranker error or
         deadline, the fused retrieval score scaled to [0, 1] (retrieval order)."""
@@ -898,7 +912,7 @@ class FeedService:
             return fallback, {}
         fut = self._batcher.submit(bundle.predictor, history, cands)
         try:
-            scores = fut.result(timeout=self.config.deadline_ranking_ms / 1e3)
+            scores = fut.result(timeout=timeout_s)
         except FutureTimeout:
             fut.cancel()
             fallbacks.append("ranking_timeout")
