@@ -155,6 +155,46 @@ def build(
     _print_summary(_run(lambda: pipelines.build(data_dir, artifacts, progress)))
 
 
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="Redis URL of the online store (default: in-process store).",
+        envvar="SHORTREC_REDIS_URL",
+    ),
+]
+
+
+@app.command()
+def publish(
+    data_dir: DataDir,
+    artifacts: Artifacts = Path("artifacts"),
+    redis_url: RedisUrl = None,
+    progress: Progress = True,
+) -> None:
+    """Load offline outputs (features, trending, tag lists, fresh pool, histories) into the
+    online store under a new version, then switch to it atomically."""
+    from shortrec import publish as publish_mod
+
+    _print_summary(
+        _run(lambda: publish_mod.publish(data_dir, artifacts, redis_url, progress=progress))
+    )
+
+
+@app.command()
+def serve(
+    artifacts: Artifacts = Path("artifacts"),
+    redis_url: RedisUrl = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+) -> None:
+    """Serve the feed API (FastAPI): /v1/feed, /v1/events, /healthz, /readyz, /metrics, /demo.
+    The admin token comes from SHORTREC_ADMIN_TOKEN."""
+    from shortrec.serving.app import serve as serve_app
+
+    _run(lambda: serve_app(artifacts, redis_url, host, port, workers))
+
+
 abtest_app = typer.Typer(help="Simulated online A/B tests and log analysis.", no_args_is_help=True)
 app.add_typer(abtest_app, name="abtest")
 
@@ -243,9 +283,9 @@ def demo(
     progress: Progress = True,
 ) -> None:
     """Run the whole loop end to end on embedded defaults (no server needed)."""
-    from shortrec import pipelines
+    from shortrec import demo as demo_mod
 
-    _run(lambda: pipelines.demo(out_dir, preset, progress))
+    _run(lambda: demo_mod.run(out_dir, preset, progress))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -797,3 +797,13 @@ class ServingConfig(StrictModel):
     gc_freeze: bool = True
     gc_threshold0: int = Field(default=50_000, ge=700)
     drift_window: int = Field(default=5_000, ge=1)
+
+
+# ---- drift reference (owned by pipelines.build_drift_reference)
+class DriftReferenceConfig(StrictModel):
+    """How the training-time drift reference is sampled: ``n_users`` users with history at the
+    training cut-off, the top ``page`` of each one's ranked retrieval candidates."""
+
+    n_users: int = Field(default=500, ge=1)
+    page: int = Field(default=10, ge=1)
+    seed: int = 0

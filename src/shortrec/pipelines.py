@@ -6,7 +6,6 @@ are read here and handed to the pure cores as frames.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from shortrec import schema as S
 from shortrec.config import (
+    DriftReferenceConfig,
     EtlConfig,
     EvalConfig,
     IngestConfig,
@@ -25,10 +25,6 @@ from shortrec.config import (
 from shortrec.data import io
 
 console = Console(stderr=True)
-
-
-class StageError(RuntimeError):
-    """A demo stage failed; the message names the stage and what to do."""
 
 
 def generate(
@@ -146,12 +142,96 @@ def train_ranker(
     )
 
 
+def build_drift_reference(
+    root: Path, art: Path, config: DriftReferenceConfig | None = None
+) -> dict[str, Any]:
+    """Write the bundle's ``drift`` component: training-time samples of what the service
+    monitors (final and engage scores of the top of each page, video age, history length,
+    the served videos' smoothed engage rate).
+
+    Pages are produced the way the service produces them, without its session adjustments: a
+    sample of users with history at the training cut-off, the retrieval model's merged
+    candidates (the user's training videos excluded), scored by the ranker, top ``page`` kept.
+    """
+    import numpy as np
+
+    from shortrec import artifacts
+    from shortrec.monitoring import drift
+    from shortrec.ranking.batches import END_OF_TIME
+    from shortrec.ranking.predictor import CandidateSet, History, Predictor
+    from shortrec.retrieval.model import RetrievalModel
+    from shortrec.retrieval.types import RetrievalRequest
+
+    cfg = config or DriftReferenceConfig()
+    ds, events, fingerprint = _etl_inputs(root)
+    train = events.filter(pl.col(S.SPLIT).is_in([S.TRAIN, S.VALID])).sort(
+        S.USER_IDX, S.TS, S.EVENT_ID
+    )
+    if train.height == 0:
+        raise S.BadInput(f"{root}: no train/valid events to build a drift reference from")
+    now_us = int(train.get_column(S.TS).dt.epoch("us").max())  # type: ignore[arg-type]
+    model = RetrievalModel.load(Path(art))
+    predictor = Predictor.load(Path(art))
+    length = predictor.config.history_len
+    upload = ds.videos().select(S.VIDEO_IDX, S.UPLOAD_TS).collect()
+    upload_us = np.full(int(upload.get_column(S.VIDEO_IDX).max()) + 1, -1, np.int64)  # type: ignore[arg-type]
+    up = upload.get_column(S.UPLOAD_TS).dt.epoch("us").fill_null(-1).to_numpy()
+    upload_us[upload.get_column(S.VIDEO_IDX).to_numpy()] = up
+    users = train.get_column(S.USER_IDX).unique().sort().to_numpy()
+    rng = np.random.default_rng(cfg.seed)
+    sample = np.sort(rng.choice(users, min(cfg.n_users, users.shape[0]), replace=False))
+    per_user = train.filter(pl.col(S.USER_IDX).is_in(sample.tolist())).partition_by(
+        S.USER_IDX, as_dict=True
+    )
+    values: dict[str, list[np.ndarray]] = {f: [] for f in drift.DRIFT_FEATURES}
+    for (uid,), rows in sorted(per_user.items()):
+        seen = rows.get_column(S.VIDEO_IDX).to_numpy().astype(np.int32)
+        last = rows.tail(length)
+        vid = last.get_column(S.VIDEO_IDX).to_numpy().astype(np.int32)
+        wr = last.get_column(S.WATCH_RATIO).fill_null(float("nan")).to_numpy().astype(np.float32)
+        sk = last.get_column(S.SKIPPED).fill_null(False).to_numpy()
+        req = RetrievalRequest(
+            user_idx=int(uid), now_us=now_us, history=vid, watch_ratio=wr, skipped=sk, seen=seen
+        )
+        cands = model.retrieve(req)
+        if len(cands) == 0:
+            continue
+        hist = History(
+            video_idx=vid.astype(np.int64),
+            ts_us=last.get_column(S.TS).dt.epoch("us").to_numpy(),
+            watch_ratio=np.nan_to_num(wr),
+            skipped=sk.astype(bool),
+            liked=np.zeros(vid.shape[0], bool),  # the service's live history carries no likes
+            request_us=now_us,
+        )
+        scores = predictor.score(hist, CandidateSet(video_idx=cands.video_idx.astype(np.int64)))
+        order = np.argsort(-scores.final, kind="stable")[: cfg.page]
+        served = cands.video_idx[order].astype(np.int64)
+        values[drift.SCORE_FINAL].append(scores.final[order])
+        if "engage" in scores.heads:
+            values[drift.SCORE_ENGAGE].append(scores.heads["engage"][order])
+        ages = upload_us[served]
+        values[drift.VIDEO_AGE_HOURS].append((now_us - ages[ages >= 0]) / 3.6e9)
+        values[drift.HISTORY_LEN].append(np.array([min(vid.shape[0], length)], np.float64))
+        stats = predictor.stats.features(served[None, :], np.array([END_OF_TIME]))[0]
+        values[drift.CANDIDATE_ENGAGE_RATE].append(stats[:, 0])
+    samples = {k: np.concatenate(v) for k, v in values.items() if v}
+    with artifacts.write_component(Path(art), drift.REFERENCE_COMPONENT, cfg, fingerprint) as (
+        d,
+        info,
+    ):
+        drift.save_reference(d, samples)
+        info["metrics"] = {f"{k}_n": int(v.shape[0]) for k, v in samples.items()}
+    return {k: int(v.shape[0]) for k, v in samples.items()}
+
+
 def build(root: Path, art: Path, progress: bool = True) -> dict[str, Any]:
-    """ETL, then retrieval, then the ranker, in order."""
+    """ETL, then retrieval, then the ranker, then the drift reference, in order."""
     return {
         "etl": etl(root, progress=progress),
         "retrieval": train_retrieval(root, art, progress=progress),
         "ranker": train_ranker(root, art, progress=progress),
+        "drift_reference": build_drift_reference(root, art),
     }
 
 
@@ -202,7 +282,7 @@ def evaluate(
     config = EvalConfig(protocol=protocol, k=k, max_users=max_users)
     events = etl_mod.read_etl_events(Path(root)).collect()
     recommenders = baselines.default_baselines(seed=config.seed)
-    recommenders += _trained_recommenders(artifacts)
+    recommenders.append(_full_pipeline(artifacts, progress))
     rep = runner.evaluate(
         events,
         ds.videos().collect(),
@@ -221,62 +301,19 @@ def evaluate(
     return rep.markdown()
 
 
-def _trained_recommenders(artifacts: Path | None) -> list[Any]:
-    """Recommenders backed by the artifact bundle (none yet when ``artifacts`` is None)."""
-    if artifacts is None:
-        return []
-    return []
+def _full_pipeline(artifacts: Path | None, progress: bool) -> Any:
+    """The full pipeline ("shortrec") as one recommender, trained on the protocol's own
+    training data; a bundle, when given, supplies the retrieval and ranker configs."""
+    from shortrec.artifacts import read_manifest
+    from shortrec.fullpipeline import FullPipelineConfig, FullPipelineRecommender
 
-
-def demo(out: Path, preset: str = "small", progress: bool = True) -> dict[str, Any]:
-    """The whole loop on embedded defaults. Each stage names itself when it fails."""
-    out = Path(out)
-    data_dir = out / "data"
-    results: dict[str, Any] = {}
-    t_all = time.perf_counter()
-
-    def stage(name: str, hint: str, fn: Any) -> Any:
-        console.rule(f"[bold]{name}")
-        t0 = time.perf_counter()
-        try:
-            value = fn()
-        except S.BadInput:
-            raise
-        except Exception as e:
-            raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}. {hint}") from e
-        console.print(f"[green]{name}[/] done in {time.perf_counter() - t0:.1f}s")
-        return value
-
-    gen = stage(
-        "generate",
-        "check disk space and `shortrec generate --help`",
-        lambda: generate(preset, 0, data_dir, report=True, progress=progress),
-    )
-    results["generate"] = {k: gen[k] for k in gen if k != "realism"}
-    stage(
-        "validate",
-        "the generator wrote invalid tables: file a bug with the message",
-        lambda: validate(data_dir),
-    )
-    results["etl"] = stage(
-        "etl", "see `shortrec etl --help`", lambda: etl(data_dir, progress=progress)
-    )
-    for protocol in ("temporal", "oracle"):
-        md = stage(
-            f"evaluate ({protocol})",
-            "see `shortrec evaluate --help`",
-            lambda p=protocol: evaluate(
-                data_dir, None, p, 10, report_dir=out / "eval" / p, progress=progress
-            ),
-        )
-        console.print(md)
-    results["seconds"] = round(time.perf_counter() - t_all, 1)
-    summary_path = out / "demo-summary.json"
-    io.write_json_atomic(results, summary_path)
-    console.rule("[bold]where the results are")
-    console.print(f"dataset:          {data_dir}")
-    console.print(f"realism report:   {data_dir / 'report' / 'realism.json'} (+ PNG plots)")
-    console.print(f"evaluation:       {out / 'eval'}/<protocol>/report.md (+ JSON, PNG plots)")
-    console.print(f"summary:          {summary_path}")
-    console.print("benchmarks:       docs/benchmarks.md")
-    return results
+    fp = FullPipelineConfig()
+    if artifacts is not None:
+        comps = read_manifest(Path(artifacts)).get("components", {})
+        update: dict[str, Any] = {}
+        if "retrieval" in comps:
+            update["retrieval"] = RetrievalConfig.model_validate(comps["retrieval"]["config"])
+        if "ranker" in comps:
+            update["ranker"] = RankerConfig.model_validate(comps["ranker"]["config"])
+        fp = fp.model_copy(update=update)
+    return FullPipelineRecommender(fp, seed=0, progress=progress)

@@ -10,12 +10,26 @@ from typer.testing import CliRunner
 from shortrec.cli import app
 
 runner = CliRunner()
-COMMANDS = ["generate", "ingest", "etl", "validate", "evaluate", "demo"]
+COMMANDS = [
+    "generate",
+    "ingest",
+    "etl",
+    "validate",
+    "evaluate",
+    "demo",
+    "build",
+    "publish",
+    "serve",
+    "train retrieval",
+    "train ranker",
+    "abtest simulate",
+    "abtest analyze",
+]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help(cmd: str) -> None:
-    res = runner.invoke(app, [cmd, "--help"])
+    res = runner.invoke(app, [*cmd.split(), "--help"])
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output
 

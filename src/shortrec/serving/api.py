@@ -17,6 +17,8 @@ USER_ID_PATTERN = r"^[^{}\s\x00-\x1f\x7f]{1,256}$"
 MAX_N = 100
 MAX_INT64 = 2**63 - 1
 MAX_REQUEST_ID = 2**53 - 1
+MAX_VIDEO_IDS = 100
+MAX_DEMO_USERS = 1_000
 
 UserId = Annotated[
     str, Field(min_length=1, max_length=256, pattern=USER_ID_PATTERN, examples=["u42"])
@@ -138,6 +140,42 @@ class ReloadResponse(_Model):
     ranker_backend: str
     experiments_version: str | None
     changed: bool
+
+
+class VideoInfo(_Model):
+    """Human-readable metadata of one video, for clients that show it (the ``/demo`` page).
+
+    ``named`` is false when the bundle carries no names (labels are made from indices, e.g.
+    ``"topic 3"``; ``creator`` is then the ranker's creator bucket) or the video was uploaded
+    after the bundle. ``duration_s`` is exact when named, else the upper edge of the ranker's
+    duration bucket; null when unknown.
+    """
+
+    video_idx: int
+    title: str
+    creator: str
+    category: str | None = Field(description="topic name; null when the video has none")
+    tags: list[str]
+    duration_s: float | None
+    upload_ts: dt.datetime | None = Field(description="upload time (UTC); null when unknown")
+    named: bool
+
+
+class VideoList(_Model):
+    """Body of ``GET /v1/videos``: one entry per known id in the order asked, and the ids the
+    catalogue does not know."""
+
+    items: list[VideoInfo]
+    missing: list[int]
+
+
+class DemoUsers(_Model):
+    """Body of ``GET /v1/demo/users``: a sample of known user ids (those with the longest
+    histories). ``named`` is false when the bundle has no names component, and then
+    ``users`` is empty: only new (cold-start) users can be simulated."""
+
+    users: list[str]
+    named: bool
 
 
 class Health(_Model):

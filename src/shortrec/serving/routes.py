@@ -7,21 +7,28 @@ returned as ready ``Response`` objects (the ``response_model`` documents them in
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import importlib.resources
 import math
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path as PathParam, Query, Request
+from fastapi import Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from shortrec.serving.api import (
+    MAX_DEMO_USERS,
     MAX_N,
+    MAX_VIDEO_IDS,
     USER_ID_PATTERN,
+    DemoUsers,
     EventBatch,
     EventsAccepted,
     FeedRequest,
@@ -32,12 +39,22 @@ from shortrec.serving.api import (
     ReloadRequest,
     ReloadResponse,
     VideoIn,
+    VideoList,
 )
+from shortrec.serving.names import VideoInfo
 from shortrec.serving.service import FeedContext, FeedResult, FeedService
 
 T = TypeVar("T")
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+HTML = "text/html; charset=utf-8"
+#: the demo page's static files (``serving/static/``) and their media types
+DEMO_ASSETS = {
+    "demo.html": HTML,
+    "demo.js": "text/javascript; charset=utf-8",
+    "demo.css": "text/css; charset=utf-8",
+}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
     for code, text in (
@@ -233,3 +250,90 @@ async def admin_add_video(svc: Service, body: VideoIn) -> Response:
     """Add a new upload to the catalogue and the fresh pool (servable before retraining)."""
     await run_in_threadpool(svc.add_video, body)
     return Response(body.model_dump_json(), status_code=201, media_type=JSON)
+
+
+# ---------------------------------------------------------------- the demo page and its data
+def video_json(v: VideoInfo) -> dict[str, Any]:
+    return {
+        "video_idx": v.video_idx,
+        "title": v.title,
+        "creator": v.creator,
+        "category": v.category,
+        "tags": list(v.tags),
+        "duration_s": v.duration_s,
+        "upload_ts": None
+        if v.upload_us is None
+        else (_EPOCH + dt.timedelta(microseconds=v.upload_us)).isoformat(),
+        "named": v.named,
+    }
+
+
+@router.get("/v1/videos", response_model=VideoList, responses=_PROBLEMS, tags=["catalogue"])
+async def get_videos(
+    request: Request,
+    svc: Service,
+    ids: Annotated[
+        list[Annotated[int, Field(ge=0, le=2**31 - 1)]],
+        Query(min_length=1, max_length=MAX_VIDEO_IDS, description="video_idx values (repeat)"),
+    ],
+) -> Response:
+    """Human-readable metadata (title, creator, topic, tag names, duration) of up to 100
+    videos, e.g. ``?ids=3&ids=17``; ids the catalogue does not know are listed in
+    ``missing``."""
+    infos, missing = await on_workers(request, svc.videos, ids)
+    return json_response({"items": [video_json(v) for v in infos], "missing": missing})
+
+
+@router.get("/v1/demo/users", response_model=DemoUsers, responses=_PROBLEMS, tags=["catalogue"])
+async def demo_users(
+    svc: Service, n: Annotated[int, Query(ge=1, le=MAX_DEMO_USERS)] = 50
+) -> Response:
+    """A sample of known user ids to simulate on the demo page (the busiest first by
+    history length, returned in id order)."""
+    users, named = svc.sample_users(n)
+    return json_response({"users": users, "named": named})
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    """A static file of the demo page, read once from the installed package."""
+    return (importlib.resources.files("shortrec.serving") / "static" / name).read_bytes()
+
+
+def _asset_response(name: str) -> Response:
+    # no-cache: the browser revalidates, so a new release's page is never mixed with old JS
+    return Response(_asset(name), media_type=DEMO_ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/demo",
+    tags=["demo"],
+    response_class=Response,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The feed page"}},
+)
+async def demo_page() -> Response:
+    """A feed page to scroll in a browser: one card at a time, Watch / Skip / Like post real
+    events, and the next card comes from a fresh feed request (see docs/demo.md)."""
+    return _asset_response("demo.html")
+
+
+@router.get(
+    "/demo/{asset}",
+    tags=["demo"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}},
+            },
+            "description": "A static file of the demo page",
+        },
+        **{k: v for k, v in _PROBLEMS.items() if k == 422},
+    },
+)
+async def demo_asset(
+    asset: Annotated[Literal["demo.js", "demo.css"], PathParam(description="file name")],
+) -> Response:
+    """The demo page's script and style sheet (no build step, no external resources)."""
+    return _asset_response(asset)

@@ -58,6 +58,7 @@ from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequ
 from shortrec.serving.api import EventIn, VideoIn
 from shortrec.serving.batcher import RankBatcher
 from shortrec.serving.metrics import NO_ARM, Metrics
+from shortrec.serving.names import CatalogueNames, VideoInfo, describe, load_names
 from shortrec.serving.snapshot import Bundle
 from shortrec.store import (
     NO_TS,
@@ -291,6 +292,7 @@ class FeedService:
         self._events_lock = threading.Lock()
         self._consumer = f"serve-{os.getpid()}-{secrets.token_hex(3)}"
         self._drift = self._monitor(bundle)
+        self._names: CatalogueNames | None = load_names(bundle.path)
         metrics.set_model(bundle.model_version, bundle.backend)
         metrics.degraded.set(0)
         self._publish_allocation()
@@ -472,8 +474,9 @@ class FeedService:
                 catalogue_from=cur,
                 rank_threads=self.config.rank_threads,
             )
+            names = load_names(new.path)  # a broken names component rejects the bundle
             self._drift = self._monitor(new)
-            self._bundle = new
+            self._bundle, self._names = new, names
             self._cold.clear()
             self.metrics.set_model(new.model_version, new.backend)
             return new, new.model_version != cur.model_version
@@ -537,6 +540,20 @@ class FeedService:
     def store_cfg_max_tags(self) -> int:
         cfg = getattr(self.store, "cfg", None)
         return int(getattr(cfg, "max_video_tags", 16))
+
+    # ------------------------------------------------------------ names (demo page)
+    def videos(self, video_idx: Sequence[int]) -> tuple[list[VideoInfo], list[int]]:
+        """Human-readable metadata of videos (see :func:`~shortrec.serving.names.describe`):
+        ``(infos in the order asked, ids the catalogue does not know)``."""
+        return describe(self._bundle.catalogue, self._names, list(video_idx))
+
+    def sample_users(self, n: int) -> tuple[list[str], bool]:
+        """Up to ``n`` known user ids from the bundle's names component (the users with the
+        longest histories), and whether the bundle has one (False: no known users to offer)."""
+        names = self._names
+        if names is None:
+            return [], False
+        return list(names.users[:n]), True
 
     # ------------------------------------------------------------ readiness
     def ready(self) -> dict[str, Any]:
