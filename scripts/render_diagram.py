@@ -63,7 +63,10 @@ CLUSTERS: tuple[Cluster, ...] = (
             Node("logs", ("Public logs", "shortrec ingest", "MovieLens, KuaiRec, KuaiRand, csv")),
             Node("dataset", ("Dataset", "Parquet + vocab + manifest", "schema-checked"), "store"),
             Node("etl", ("ETL", "splits, sessions, stats,", "point-in-time samples")),
-            Node("retr", ("Retrieval training", "two-tower + FAISS index,", "trending/tags/fresh/explore")),
+            Node(
+                "retr",
+                ("Retrieval training", "two-tower + FAISS index,", "trending/tags/fresh/explore"),
+            ),
             Node("rank", ("Ranker training", "multi-task Transformer", "-> ONNX")),
             Node("bundle", ("Artifact bundle", "versioned manifest"), "store"),
             Node("eval", ("Offline evaluation", "4 protocols, baselines")),
@@ -83,7 +86,11 @@ CLUSTERS: tuple[Cluster, ...] = (
                     "-> session adjust -> diversify",
                 ),
             ),
-            Node("redis", ("Online store", "Redis (or in-process)", "live user state, events"), "store"),
+            Node(
+                "redis",
+                ("Online store", "Redis (or in-process)", "live user state, events"),
+                "store",
+            ),
         ),
     ),
     Cluster(
@@ -168,20 +175,20 @@ def dot() -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     shapes = {
-        "box": "shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\"",
-        "store": "shape=cylinder, style=filled, fillcolor=\"#fdf3e1\"",
-        "actor": "shape=box, style=\"rounded,filled,bold\", fillcolor=\"#e8f6ec\"",
+        "box": 'shape=box, style="rounded,filled", fillcolor="#eef3fb"',
+        "store": 'shape=cylinder, style=filled, fillcolor="#fdf3e1"',
+        "actor": 'shape=box, style="rounded,filled,bold", fillcolor="#e8f6ec"',
     }
     out = [
         "digraph shortrec {",
         "  graph [rankdir=TB, fontname=Helvetica, fontsize=12, nodesep=0.3, ranksep=0.45,"
         " compound=true];",
-        "  node [fontname=Helvetica, fontsize=10, margin=\"0.12,0.06\"];",
-        "  edge [fontname=Helvetica, fontsize=9, color=\"#555555\"];",
+        '  node [fontname=Helvetica, fontsize=10, margin="0.12,0.06"];',
+        '  edge [fontname=Helvetica, fontsize=9, color="#555555"];',
     ]
     for c in CLUSTERS:
         out.append(f"  subgraph cluster_{c.id} {{")
-        out.append(f"    label={q(c.title)}; style=rounded; color=\"#9aa5b1\";")
+        out.append(f'    label={q(c.title)}; style=rounded; color="#9aa5b1";')
         for n in c.nodes:
             out.append(f"    {n.id} [label={q(chr(10).join(n.lines))}, {shapes[n.shape]}];")
         out.append("  }")

@@ -149,6 +149,11 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
         "needs both models in the bundle",
         lambda: pipelines.build_drift_reference(data_dir, art),
     )
+    results["names"] = str(
+        _stage(
+            "names", "the dataset's vocab/ tables", lambda: pipelines._write_names(data_dir, art)
+        )
+    )
     for protocol in ("oracle", "temporal"):
         md = _stage(
             f"evaluate ({protocol})",

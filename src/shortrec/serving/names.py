@@ -83,9 +83,10 @@ def _read_table(path: Path, schema: S.TableSchema) -> pl.DataFrame:
 
 def _vocab_lookup(df: pl.DataFrame) -> npt.NDArray[np.object_]:
     """Dense ``idx -> id`` array (None where the vocabulary has a gap)."""
-    n = int(df.get_column(S.IDX).max() or 0) + 1 if df.height else 0
+    idx = df.get_column(S.IDX).to_numpy().astype(np.int64)
+    n = int(idx.max()) + 1 if idx.size else 0
     out = np.full(n, None, dtype=object)
-    out[df.get_column(S.IDX).to_numpy()] = df.get_column(S.ID).to_list()
+    out[idx] = df.get_column(S.ID).to_list()
     return out
 
 
@@ -180,7 +181,7 @@ def describe(
                     creator=names.creator(int(r[S.CREATOR_IDX])),
                     category=None if cat is None else names.category(int(cat)),
                     tags=tuple(names.tag(int(t)) for t in r[S.TAGS]),
-                    duration_s=None if dur is None else float(dur),
+                    duration_s=None if dur is None else round(float(dur), 3),  # float32 noise off
                     upload_us=upload,
                     named=True,
                 )

@@ -14,12 +14,12 @@ import math
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Depends, Header, HTTPException, Path as PathParam, Query, Request
-from fastapi import Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
@@ -302,14 +302,21 @@ def _asset(name: str) -> bytes:
 
 def _asset_response(name: str) -> Response:
     # no-cache: the browser revalidates, so a new release's page is never mixed with old JS
-    return Response(_asset(name), media_type=DEMO_ASSETS[name], headers={"Cache-Control": "no-cache"})
+    return Response(
+        _asset(name), media_type=DEMO_ASSETS[name], headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get(
     "/demo",
     tags=["demo"],
     response_class=Response,
-    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The feed page"}},
+    responses={
+        200: {
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "The feed page",
+        }
+    },
 )
 async def demo_page() -> Response:
     """A feed page to scroll in a browser: one card at a time, Watch / Skip / Like post real
@@ -329,11 +336,13 @@ async def demo_page() -> Response:
             },
             "description": "A static file of the demo page",
         },
-        **{k: v for k, v in _PROBLEMS.items() if k == 422},
+        404: {"model": Problem, "content": {PROBLEM: {}}, "description": "No such file"},
     },
 )
 async def demo_asset(
-    asset: Annotated[Literal["demo.js", "demo.css"], PathParam(description="file name")],
+    asset: Annotated[str, PathParam(max_length=64, description="demo.js or demo.css")],
 ) -> Response:
     """The demo page's script and style sheet (no build step, no external resources)."""
+    if asset not in DEMO_ASSETS or asset == "demo.html":
+        raise HTTPException(404, f"no demo file {asset!r} (have demo.js, demo.css)")
     return _asset_response(asset)
