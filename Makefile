@@ -33,14 +33,18 @@ lint: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.run --quick
-	$(PY) -m bench.report
+	$(MAKE) docs
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(PY) -m bench.run
-	$(PY) -m bench.report
+	$(MAKE) docs
 
 docs: $(STAMP)
 	$(PY) -m bench.report
+	$(PY) scripts/gen_showcase.py
+	$(PY) scripts/gen_data_doc.py
+	$(PY) scripts/render_diagram.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

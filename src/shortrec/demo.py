@@ -151,7 +151,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
     )
     results["names"] = str(
         _stage(
-            "names", "the dataset's vocab/ tables", lambda: pipelines._write_names(data_dir, art)
+            "names", "the dataset's vocab/ tables", lambda: pipelines.write_names(data_dir, art)
         )
     )
     for protocol in ("oracle", "temporal"):

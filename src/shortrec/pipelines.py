@@ -232,15 +232,15 @@ def build(root: Path, art: Path, progress: bool = True) -> dict[str, Any]:
         "retrieval": train_retrieval(root, art, progress=progress),
         "ranker": train_ranker(root, art, progress=progress),
         "drift_reference": build_drift_reference(root, art),
-        "names": str(_write_names(root, art)),
+        "names": str(write_names(root, art)),
     }
 
 
-def _write_names(root: Path, art: Path) -> Path:
+def write_names(root: Path, art: Path) -> Path:
     """Human names (titles, tags, creators, sample users) for the feed page, into the bundle."""
-    from shortrec.serving.names import write_names
+    from shortrec.serving import names
 
-    return write_names(Path(root), Path(art))
+    return names.write_names(Path(root), Path(art))
 
 
 def validate(root: Path) -> dict[str, Any]:
