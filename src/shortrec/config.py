@@ -493,8 +493,10 @@ class RankerConfig(StrictModel):
         unknown = sorted(set(self.tasks) - set(RANK_TASKS))
         if unknown or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names from {RANK_TASKS}, got {self.tasks}")
-        for name, weights in (("loss_weights", self.loss_weights),
-                              ("score_weights", self.score_weights)):
+        for name, weights in (
+            ("loss_weights", self.loss_weights),
+            ("score_weights", self.score_weights),
+        ):
             bad = sorted(set(weights) - set(RANK_TASKS))
             if bad or any(w < 0 for w in weights.values()):
                 raise ValueError(f"{name}: unknown tasks {bad} or negative weights")
@@ -554,8 +556,11 @@ class ArmOverrides(StrictModel):
 
     def fields_set(self) -> set[str]:
         """Names of the knobs this arm changes (``params.NAME`` for each free parameter)."""
-        out = {f for f in ("model_version", "source_quotas", "diversity_trade_off", "reranker")
-               if getattr(self, f) is not None}
+        out = {
+            f
+            for f in ("model_version", "source_quotas", "diversity_trade_off", "reranker")
+            if getattr(self, f) is not None
+        }
         return out | {f"params.{k}" for k in self.params}
 
 
@@ -591,8 +596,9 @@ class ExperimentConfig(StrictModel):
     def _consistent(self) -> ExperimentConfig:
         lo, hi = self.buckets
         if not 0 <= lo < hi <= EXPERIMENT_BUCKETS:
-            raise ValueError(f"buckets must satisfy 0 <= lo < hi <= {EXPERIMENT_BUCKETS}, "
-                             f"got [{lo}, {hi})")
+            raise ValueError(
+                f"buckets must satisfy 0 <= lo < hi <= {EXPERIMENT_BUCKETS}, got [{lo}, {hi})"
+            )
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be distinct, got {names}")
@@ -648,34 +654,45 @@ class ExperimentsConfig(StrictModel):
             raise ValueError(f"experiment names must be distinct; repeated: {dup}")
         unknown = sorted({e.layer for e in self.experiments} - set(self.layers) - {"default"})
         if unknown and self.layers:
-            raise ValueError(f"experiments use undeclared layers {unknown}; "
-                             f"declared: {sorted(self.layers)}")
+            raise ValueError(
+                f"experiments use undeclared layers {unknown}; declared: {sorted(self.layers)}"
+            )
         live = [e for e in self.experiments if e.enabled]
         for i, a in enumerate(live):
-            for b in live[i + 1:]:
+            for b in live[i + 1 :]:
                 if a.layer != b.layer:
                     continue
                 if a.buckets[0] < b.buckets[1] and b.buckets[0] < a.buckets[1]:
-                    raise ValueError(f"experiments {a.name!r} and {b.name!r} share layer "
-                                     f"{a.layer!r} and overlapping buckets {a.buckets}, "
-                                     f"{b.buckets}")
+                    raise ValueError(
+                        f"experiments {a.name!r} and {b.name!r} share layer "
+                        f"{a.layer!r} and overlapping buckets {a.buckets}, "
+                        f"{b.buckets}"
+                    )
                 both = sorted(set(a.forced) & set(b.forced))
                 if both:
-                    raise ValueError(f"users {both} are forced into both {a.name!r} and "
-                                     f"{b.name!r} of layer {a.layer!r}")
+                    raise ValueError(
+                        f"users {both} are forced into both {a.name!r} and "
+                        f"{b.name!r} of layer {a.layer!r}"
+                    )
         owner: dict[str, str] = {}
         for e in live:
             for knob in set().union(*(arm.overrides.fields_set() for arm in e.arms)):
                 prev = owner.setdefault(knob, e.layer)
                 if prev != e.layer:
-                    raise ValueError(f"{knob!r} is changed in layers {prev!r} and {e.layer!r}; "
-                                     f"a knob must belong to one layer")
+                    raise ValueError(
+                        f"{knob!r} is changed in layers {prev!r} and {e.layer!r}; "
+                        f"a knob must belong to one layer"
+                    )
         return self
 
 
 SequentialMetric = Literal[
-    "engagement_rate", "skip_rate", "watch_time_per_impression", "watch_ratio_per_impression",
-    "watch_time_per_user", "likes_per_user",
+    "engagement_rate",
+    "skip_rate",
+    "watch_time_per_impression",
+    "watch_ratio_per_impression",
+    "watch_time_per_user",
+    "likes_per_user",
 ]
 
 

@@ -150,9 +150,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
         lambda: pipelines.build_drift_reference(data_dir, art),
     )
     results["names"] = str(
-        _stage(
-            "names", "the dataset's vocab/ tables", lambda: pipelines.write_names(data_dir, art)
-        )
+        _stage("names", "the dataset's vocab/ tables", lambda: pipelines.write_names(data_dir, art))
     )
     for protocol in ("oracle", "temporal"):
         md = _stage(

@@ -115,16 +115,41 @@ VIDEOS = TableSchema(
     doc="One row per video in the catalogue.",
     unique=(VIDEO_IDX,),
     columns=(
-        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense video index (0..n-1); vocab/videos maps it to the external id."),
-        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense creator index; vocab/creators maps it to the external id."),
-        Column(CATEGORY, pl.Int16(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="Main topic/category index; vocab/categories holds the names."),
-        Column(TAGS, pl.List(pl.Int32()),
-               doc="Tag indices (vocab/tags holds the names); may be empty, never null."),
-        Column(DURATION_S, pl.Float32(), nullable=True, check=_in_range(0.1, 36_000.0),
-               check_text="in [0.1, 36000]", doc="Video length in seconds."),
+        Column(
+            VIDEO_IDX,
+            pl.Int32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Dense video index (0..n-1); vocab/videos maps it to the external id.",
+        ),
+        Column(
+            CREATOR_IDX,
+            pl.Int32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Dense creator index; vocab/creators maps it to the external id.",
+        ),
+        Column(
+            CATEGORY,
+            pl.Int16(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Main topic/category index; vocab/categories holds the names.",
+        ),
+        Column(
+            TAGS,
+            pl.List(pl.Int32()),
+            doc="Tag indices (vocab/tags holds the names); may be empty, never null.",
+        ),
+        Column(
+            DURATION_S,
+            pl.Float32(),
+            nullable=True,
+            check=_in_range(0.1, 36_000.0),
+            check_text="in [0.1, 36000]",
+            doc="Video length in seconds.",
+        ),
         Column(UPLOAD_TS, UTC_TS, nullable=True, doc="Upload time (UTC)."),
         Column(TITLE, pl.String(), nullable=True, doc="Human-readable title (for the demo page)."),
     ),
@@ -135,14 +160,31 @@ USERS = TableSchema(
     doc="One row per user.",
     unique=(USER_IDX,),
     columns=(
-        Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense user index; vocab/users maps it to the external id."),
+        Column(
+            USER_IDX,
+            pl.Int32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Dense user index; vocab/users maps it to the external id.",
+        ),
         Column(SIGNUP_TS, UTC_TS, nullable=True, doc="Sign-up time (UTC)."),
         Column(REGION, pl.String(), nullable=True, doc="Coarse region code (e.g. 'US')."),
-        Column(AGE_BUCKET, pl.String(), nullable=True, check=_in_set(AGE_BUCKETS),
-               check_text=f"one of {AGE_BUCKETS}", doc="Coarse age bucket."),
-        Column(DEVICE, pl.String(), nullable=True, check=_in_set(DEVICES),
-               check_text=f"one of {DEVICES}", doc="Main device platform."),
+        Column(
+            AGE_BUCKET,
+            pl.String(),
+            nullable=True,
+            check=_in_set(AGE_BUCKETS),
+            check_text=f"one of {AGE_BUCKETS}",
+            doc="Coarse age bucket.",
+        ),
+        Column(
+            DEVICE,
+            pl.String(),
+            nullable=True,
+            check=_in_set(DEVICES),
+            check_text=f"one of {DEVICES}",
+            doc="Main device platform.",
+        ),
     ),
 )
 
@@ -151,30 +193,70 @@ EVENTS = TableSchema(
     doc="One row per feed impression (a video shown full-screen to a user).",
     unique=(EVENT_ID,),
     columns=(
-        Column(EVENT_ID, pl.Int64(), check=_nonneg, check_text=">= 0",
-               doc="Unique impression id."),
-        Column(REQUEST_ID, pl.Int64(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="The feed request (page) that served the video."),
-        Column(SESSION_ID, pl.Int64(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="App session; null in sources without sessions until the ETL sessionises."),
+        Column(EVENT_ID, pl.Int64(), check=_nonneg, check_text=">= 0", doc="Unique impression id."),
+        Column(
+            REQUEST_ID,
+            pl.Int64(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="The feed request (page) that served the video.",
+        ),
+        Column(
+            SESSION_ID,
+            pl.Int64(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="App session; null in sources without sessions until the ETL sessionises.",
+        ),
         Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
-        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense video index."),
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense video index."),
         Column(TS, UTC_TS, doc="Impression time (UTC, microseconds)."),
-        Column(POSITION, pl.Int32(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="0-based position of the impression within its session."),
-        Column(WATCH_TIME_S, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="Seconds watched, replays included."),
-        Column(WATCH_RATIO, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="watch_time_s / duration_s; may exceed 1 with replays."),
-        Column(SKIPPED, pl.Boolean(), nullable=True,
-               doc="Fast swipe: watch time under the skip threshold (default 2 s)."),
+        Column(
+            POSITION,
+            pl.Int32(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="0-based position of the impression within its session.",
+        ),
+        Column(
+            WATCH_TIME_S,
+            pl.Float32(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Seconds watched, replays included.",
+        ),
+        Column(
+            WATCH_RATIO,
+            pl.Float32(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="watch_time_s / duration_s; may exceed 1 with replays.",
+        ),
+        Column(
+            SKIPPED,
+            pl.Boolean(),
+            nullable=True,
+            doc="Fast swipe: watch time under the skip threshold (default 2 s).",
+        ),
         Column(LIKED, pl.Boolean(), nullable=True, doc="The user liked the video."),
         Column(SHARED, pl.Boolean(), nullable=True, doc="The user shared the video."),
-        Column(FOLLOWED, pl.Boolean(), nullable=True,
-               doc="The user followed the creator from this impression."),
-        Column(POLICY, pl.String(), nullable=True,
-               doc="The policy / experiment arm that served the impression."),
+        Column(
+            FOLLOWED,
+            pl.Boolean(),
+            nullable=True,
+            doc="The user followed the creator from this impression.",
+        ),
+        Column(
+            POLICY,
+            pl.String(),
+            nullable=True,
+            doc="The policy / experiment arm that served the impression.",
+        ),
     ),
 )
 
@@ -200,16 +282,24 @@ ETL_EVENTS = TableSchema(
     unique=(EVENT_ID,),
     columns=(
         *EVENTS.columns,
-        Column(SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
-               doc="Temporal split: train before the valid cut-off, valid, then test."),
-        Column(LOO_SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
-               doc="Leave-last-out per user: last interaction test, second last valid."),
+        Column(
+            SPLIT,
+            pl.String(),
+            check=_in_set(SPLITS),
+            check_text=f"one of {SPLITS}",
+            doc="Temporal split: train before the valid cut-off, valid, then test.",
+        ),
+        Column(
+            LOO_SPLIT,
+            pl.String(),
+            check=_in_set(SPLITS),
+            check_text=f"one of {SPLITS}",
+            doc="Leave-last-out per user: last interaction test, second last valid.",
+        ),
     ),
 )
 
-TABLES: dict[str, TableSchema] = {
-    t.name: t for t in (VIDEOS, USERS, EVENTS, VOCAB, ETL_EVENTS)
-}
+TABLES: dict[str, TableSchema] = {t.name: t for t in (VIDEOS, USERS, EVENTS, VOCAB, ETL_EVENTS)}
 
 
 # ---------------------------------------------------------------- validation
@@ -270,12 +360,19 @@ def validate(df: pl.DataFrame, schema: TableSchema) -> list[Violation]:
         if nulls and not col.nullable:
             out.append(Violation(t, col.name, "null values in a required column", nulls))
         if col.check is not None:
-            bad = df.lazy().filter(~col.check(pl.col(col.name)).fill_null(True)).select(
-                col.name
-            ).collect().get_column(col.name)
+            bad = (
+                df.lazy()
+                .filter(~col.check(pl.col(col.name)).fill_null(True))
+                .select(col.name)
+                .collect()
+                .get_column(col.name)
+            )
             if bad.len():
-                out.append(Violation(t, col.name, f"values not {col.check_text}",
-                                     bad.len(), _examples(bad)))
+                out.append(
+                    Violation(
+                        t, col.name, f"values not {col.check_text}", bad.len(), _examples(bad)
+                    )
+                )
         if isinstance(col.dtype, pl.Float32 | pl.Float64):
             nan = s.is_nan().sum()
             if nan:
@@ -313,9 +410,7 @@ def conform(df: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
         elif col.nullable:
             exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
         else:
-            raise SchemaError(
-                schema.name, [Violation(schema.name, col.name, "missing column", 0)]
-            )
+            raise SchemaError(schema.name, [Violation(schema.name, col.name, "missing column", 0)])
     return df.select(exprs)
 
 
@@ -380,8 +475,9 @@ VIDEO_STATS = TableSchema(
     unique=(VIDEO_IDX,),
     columns=(
         Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense video index."),
-        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense creator index."),
+        Column(
+            CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense creator index."
+        ),
         *_STAT_COLUMNS,
     ),
 )
@@ -391,8 +487,9 @@ CREATOR_STATS = TableSchema(
     doc="Per-creator statistics of the train split, smoothed toward the global train mean.",
     unique=(CREATOR_IDX,),
     columns=(
-        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense creator index."),
+        Column(
+            CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense creator index."
+        ),
         *_STAT_COLUMNS,
     ),
 )
@@ -400,13 +497,18 @@ CREATOR_STATS = TableSchema(
 USER_TAG_AFFINITY = TableSchema(
     name="user_tag_affinity",
     doc="Per (user, tag) exponentially decayed count of engaged train impressions, as of the "
-        "valid cut-off.",
+    "valid cut-off.",
     unique=(USER_IDX, TAG_IDX),
     columns=(
         Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
         Column(TAG_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense tag index."),
-        Column(AFFINITY, pl.Float32(), check=_nonneg, check_text=">= 0",
-               doc="sum of 2^(-(valid_start - ts) / half_life) over engaged impressions."),
+        Column(
+            AFFINITY,
+            pl.Float32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="sum of 2^(-(valid_start - ts) / half_life) over engaged impressions.",
+        ),
         _count_col(TAG_IMPRESSIONS, "Train impressions of videos with the tag (undecayed)."),
     ),
 )
@@ -417,8 +519,11 @@ HISTORIES = TableSchema(
     unique=(USER_IDX,),
     columns=(
         Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
-        Column(HIST_VIDEO_IDX, pl.List(pl.Int32()),
-               doc="Videos, oldest first, ordered by (ts, event_id)."),
+        Column(
+            HIST_VIDEO_IDX,
+            pl.List(pl.Int32()),
+            doc="Videos, oldest first, ordered by (ts, event_id).",
+        ),
         Column(HIST_TS, pl.List(UTC_TS), doc="Impression times matching hist_video_idx."),
         _count_col(TRAIN_IMPRESSIONS, "All train impressions of the user."),
         _count_col(TRAIN_ENGAGED, "Engaged train impressions of the user."),
@@ -427,38 +532,69 @@ HISTORIES = TableSchema(
 
 #: Feature columns of a ranker training sample, in order.
 SAMPLE_FEATURES = (
-    F_USER_IMPRESSIONS, F_USER_ENGAGE_RATE,
-    F_VIDEO_IMPRESSIONS, F_VIDEO_ENGAGE_RATE, F_VIDEO_WATCH_RATIO, F_VIDEO_SKIP_RATE,
+    F_USER_IMPRESSIONS,
+    F_USER_ENGAGE_RATE,
+    F_VIDEO_IMPRESSIONS,
+    F_VIDEO_ENGAGE_RATE,
+    F_VIDEO_WATCH_RATIO,
+    F_VIDEO_SKIP_RATE,
     F_VIDEO_LIKE_RATE,
-    F_CREATOR_IMPRESSIONS, F_CREATOR_ENGAGE_RATE, F_CREATOR_WATCH_RATIO, F_CREATOR_SKIP_RATE,
+    F_CREATOR_IMPRESSIONS,
+    F_CREATOR_ENGAGE_RATE,
+    F_CREATOR_WATCH_RATIO,
+    F_CREATOR_SKIP_RATE,
     F_CREATOR_LIKE_RATE,
-    F_TAG_AFFINITY, F_VIDEO_AGE_H, F_SESSION_POSITION, F_SESSION_SKIPS, F_SINCE_PREV_S,
+    F_TAG_AFFINITY,
+    F_VIDEO_AGE_H,
+    F_SESSION_POSITION,
+    F_SESSION_SKIPS,
+    F_SINCE_PREV_S,
 )
 
 SAMPLES = TableSchema(
     name="samples",
     doc="Ranker training samples: one per impression, every feature computed only from events "
-        "strictly before it in (ts, event_id) order.",
+    "strictly before it in (ts, event_id) order.",
     unique=(EVENT_ID,),
     columns=(
         Column(EVENT_ID, pl.Int64(), check=_nonneg, check_text=">= 0", doc="Impression id."),
         Column(USER_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense user index."),
-        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense video index."),
-        Column(CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Dense creator index."),
+        Column(VIDEO_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense video index."),
+        Column(
+            CREATOR_IDX, pl.Int32(), check=_nonneg, check_text=">= 0", doc="Dense creator index."
+        ),
         Column(SESSION_ID, pl.Int64(), check=_nonneg, check_text=">= 0", doc="Session id."),
         Column(TS, UTC_TS, doc="Impression time (UTC)."),
-        Column(SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
-               doc="Temporal split of the impression."),
-        Column(LOO_SPLIT, pl.String(), check=_in_set(SPLITS), check_text=f"one of {SPLITS}",
-               doc="Leave-last-out split of the impression."),
+        Column(
+            SPLIT,
+            pl.String(),
+            check=_in_set(SPLITS),
+            check_text=f"one of {SPLITS}",
+            doc="Temporal split of the impression.",
+        ),
+        Column(
+            LOO_SPLIT,
+            pl.String(),
+            check=_in_set(SPLITS),
+            check_text=f"one of {SPLITS}",
+            doc="Leave-last-out split of the impression.",
+        ),
         Column(ENGAGE, pl.Boolean(), doc="Label: not skipped (null skipped counts as engaged)."),
-        Column(COMPLETE, pl.Boolean(), nullable=True,
-               doc="Label: watch_ratio >= EtlConfig.complete_ratio; null without watch data."),
+        Column(
+            COMPLETE,
+            pl.Boolean(),
+            nullable=True,
+            doc="Label: watch_ratio >= EtlConfig.complete_ratio; null without watch data.",
+        ),
         Column(LIKE, pl.Boolean(), nullable=True, doc="Label: liked; null without like data."),
-        Column(WATCH_RATIO, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="Label: watch ratio."),
+        Column(
+            WATCH_RATIO,
+            pl.Float32(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Label: watch ratio.",
+        ),
         _count_col(F_USER_IMPRESSIONS, "The user's earlier impressions."),
         _rate_col(F_USER_ENGAGE_RATE, "The user's smoothed engage rate so far."),
         _count_col(F_VIDEO_IMPRESSIONS, "The video's earlier impressions (all users)."),
@@ -471,17 +607,42 @@ SAMPLES = TableSchema(
         _rate_col(F_CREATOR_WATCH_RATIO, "The creator's smoothed mean watch ratio so far."),
         _rate_col(F_CREATOR_SKIP_RATE, "The creator's smoothed skip rate so far."),
         _rate_col(F_CREATOR_LIKE_RATE, "The creator's smoothed like rate so far."),
-        Column(F_TAG_AFFINITY, pl.Float32(), check=_nonneg, check_text=">= 0",
-               doc="Mean over the video's tags of the user's decayed engaged count so far "
-                   "(0 for a video without tags)."),
-        Column(F_VIDEO_AGE_H, pl.Float32(), nullable=True,
-               doc="Hours since upload at ts; null without upload time."),
-        Column(F_SESSION_POSITION, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="0-based position in the session."),
-        Column(F_SESSION_SKIPS, pl.Int32(), check=_nonneg, check_text=">= 0",
-               doc="Skips earlier in the same session."),
-        Column(F_SINCE_PREV_S, pl.Float32(), nullable=True, check=_nonneg, check_text=">= 0",
-               doc="Seconds since the user's previous impression; null for the first."),
+        Column(
+            F_TAG_AFFINITY,
+            pl.Float32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Mean over the video's tags of the user's decayed engaged count so far "
+            "(0 for a video without tags).",
+        ),
+        Column(
+            F_VIDEO_AGE_H,
+            pl.Float32(),
+            nullable=True,
+            doc="Hours since upload at ts; null without upload time.",
+        ),
+        Column(
+            F_SESSION_POSITION,
+            pl.Int32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="0-based position in the session.",
+        ),
+        Column(
+            F_SESSION_SKIPS,
+            pl.Int32(),
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Skips earlier in the same session.",
+        ),
+        Column(
+            F_SINCE_PREV_S,
+            pl.Float32(),
+            nullable=True,
+            check=_nonneg,
+            check_text=">= 0",
+            doc="Seconds since the user's previous impression; null for the first.",
+        ),
     ),
 )
 
