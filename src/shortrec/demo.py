@@ -186,7 +186,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
     results["abtest"] = _stage(
         "A/B test (simulated users through the serving stack)",
         "`shortrec abtest simulate --help`",
-        lambda: abtest.simulate(scenario, art, data_dir, out / "abtest", None, progress),
+        lambda: abtest.simulate(scenario, art, data_dir, out / "abtest", redis_url, progress),
     )
     results["seconds"] = round(time.perf_counter() - t_all, 1)
     summary = out / "demo-summary.json"
