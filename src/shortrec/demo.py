@@ -25,6 +25,7 @@ from rich.console import Console
 
 from shortrec import pipelines
 from shortrec import schema as S
+from shortrec.config import RankerConfig
 from shortrec.data import io
 
 console = Console(stderr=True)
@@ -50,6 +51,12 @@ seed = 0
 page_size = 8
 mode = "inprocess"
 """
+
+
+#: The demo trains a smaller ranker budget than the library default so that the whole loop,
+#: including the two offline protocols that retrain the full pipeline on their own training
+#: data, fits in the 10-minute demo budget on 2 cores.
+DEMO_RANKER = RankerConfig(max_epochs=4, max_train_lists=12_000)
 
 
 class StageError(RuntimeError):
@@ -142,7 +149,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
     results["ranker"] = _stage(
         "train ranker",
         "`shortrec train ranker --help`",
-        lambda: pipelines.train_ranker(data_dir, art, progress=progress),
+        lambda: pipelines.train_ranker(data_dir, art, progress=progress, config=DEMO_RANKER),
     )
     results["drift_reference"] = _stage(
         "drift reference",
