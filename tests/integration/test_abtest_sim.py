@@ -144,6 +144,7 @@ def test_aa_logs_are_consistent(aa_run: tuple[Path, dict[str, Any]], tiny_bundle
     assert sim["impressions"] == ev.height and sim["pages"] == x[S.REQUEST_ID].n_unique()
     assert sim["sessions"] > 100 and sim["uploads_announced"] > 0
     assert sim["degraded_pages"] == 0 and set(sim["fallbacks"]) <= {"cold_start"}
+    assert sim["served_before_upload"] == 0  # a video is never served before its upload
     # every impression was served on its page, no earlier than the page was served
     j = ev.join(x, on=[S.REQUEST_ID, S.VIDEO_IDX], how="left", suffix="_x")
     assert j[L.RANK].null_count() == 0

@@ -806,10 +806,20 @@ class FeedService:
     ) -> tuple[tuple[ServedItem, ...], list[str]]:
         fallbacks: list[str] = []
         merged = self._candidates(bundle, req, ov, degraded, timer, fallbacks)
+        cat = bundle.catalogue
+        # a video exists only from its upload time on: sources built offline (trending, the
+        # index, explore) know the whole catalogue, so drop what is not uploaded yet at `now`
+        live = cat.meta(merged.video_idx.astype(np.int64)).upload_us <= req.now_us
+        if not live.all():
+            merged = MergedCandidates(
+                merged.video_idx[live],
+                merged.score[live],
+                merged.sources[live],
+                merged.source_names,
+            )
         if len(merged) == 0:
             return (), fallbacks
         t0 = time.perf_counter()
-        cat = bundle.catalogue
         vids = merged.video_idx.astype(np.int64)
         meta = cat.meta(vids)
         known = vids < cat.n_bundle
