@@ -22,54 +22,12 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.common import peak_rss_mb, work_dir, write_result
+from bench.common import TreeRss, cpu_seconds, peak_rss_mb, work_dir, write_result
 
 NAME = "generate"
-
-
-class TreeRss:
-    """Samples the resident memory of this process plus its children every ``period_s``
-    seconds (worker processes included): ``peak_mb`` is the largest sum seen, an upper bound
-    (pages shared between processes count once per process)."""
-
-    def __init__(self, period_s: float = 0.1) -> None:
-        self.period_s, self.peak_mb = period_s, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue  # a worker that just exited
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-            self._stop.wait(self.period_s)
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and of its waited-for children (the
-    worker processes of a finished pool)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_one(preset: str, out: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import os
 import platform
 import resource
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,42 @@ def work_dir(name: str) -> Path:
     p = WORK / name
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+class TreeRss:
+    """Samples the resident memory of this process plus its children every ``period_s``
+    seconds (worker processes included): ``peak_mb`` is the largest sum seen, an upper bound
+    (pages shared between processes count once per process)."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.period_s, self.peak_mb = period_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue  # a worker that just exited
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its waited-for children (the
+    worker processes of a finished pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
