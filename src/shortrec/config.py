@@ -798,6 +798,8 @@ class ServingConfig(StrictModel):
     fresh_slots: int = Field(default=1, ge=0, le=100)
     rank_batching: bool = True
     rank_max_batch: int = Field(default=4, ge=1)
+    #: directory of the exposure log (one JSON line per served page; None: not written)
+    exposure_log_dir: str | None = None
     rank_threads: int = Field(default=1, ge=1)
     request_threads: int = Field(default=32, ge=1, le=256)
     admin_token: str | None = Field(default=None, min_length=16)

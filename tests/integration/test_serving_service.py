@@ -214,3 +214,27 @@ def test_drift_reference_in_bundle_is_monitored_and_exported(
         is None
     )  # no reference for it: not exported
     svc.close()
+
+
+def test_every_served_page_is_in_the_exposure_log_with_its_arms(
+    bundle: Bundle, tiny_bundle: Any, tmp_path: Path
+) -> None:
+    from shortrec.schema import BadInput
+    from shortrec.serving.exposure import read_exposures
+
+    path = tmp_path / "exp.toml"
+    path.write_text(EXPERIMENTS)
+    logs = tmp_path / "exposures"
+    svc = _service(bundle, tiny_bundle.now_us, ExperimentSource(path), exposure_log_dir=str(logs))
+    pages = [svc.feed(f"user-{i}", 1, 5) for i in range(6)]
+    svc.close()
+    rows = read_exposures(logs)
+    assert [r["request_id"] for r in rows] == [p.request_id for p in pages]
+    for page, row in zip(pages, rows, strict=True):
+        assert row["user_id"] == page.user_id and row["ts_us"] == tiny_bundle.now_us
+        assert row["arms"] == [{"experiment": "div", "arm": page.arms["div"]}]
+        assert [i["video_idx"] for i in row["items"]] == [i.video_idx for i in page.items]
+        assert row["config_version"]
+    (logs / "exposures-1.jsonl").write_text('{"request_id": 1}\nnot json\n')
+    with pytest.raises(BadInput, match=r"exposures-1\.jsonl: line 2"):
+        read_exposures(logs)

@@ -57,6 +57,7 @@ from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
 from shortrec.serving.api import EventIn, VideoIn
 from shortrec.serving.batcher import RankBatcher
+from shortrec.serving.exposure import ExposureLog
 from shortrec.serving.metrics import NO_ARM, Metrics
 from shortrec.serving.names import CatalogueNames, VideoInfo, describe, load_names
 from shortrec.serving.snapshot import Bundle
@@ -292,6 +293,9 @@ class FeedService:
         self._events_lock = threading.Lock()
         self._consumer = f"serve-{os.getpid()}-{secrets.token_hex(3)}"
         self._drift = self._monitor(bundle)
+        self._exposures = (
+            ExposureLog(Path(config.exposure_log_dir)) if config.exposure_log_dir else None
+        )
         self._names: CatalogueNames | None = load_names(bundle.path)
         metrics.set_model(bundle.model_version, bundle.backend)
         metrics.degraded.set(0)
@@ -362,6 +366,8 @@ class FeedService:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._batcher.close()
+        if self._exposures is not None:
+            self._exposures.close()
 
     def _maintain(self) -> None:
         cfg = self.config
@@ -646,7 +652,37 @@ class FeedService:
             stage_ms=timer.ms,
         )
         self._observe_page(result, bundle)
+        if self._exposures is not None:
+            self._log_exposure(result, now)
         return result
+
+    def _log_exposure(self, r: FeedResult, now_us: int) -> None:
+        """One exposure-log line: the page, its arms and the experiments' config version."""
+        sink = self._exposures
+        if sink is None:
+            return
+        version = self.experiments.current.version if self.experiments is not None else None
+        sink.write(
+            {
+                "request_id": r.request_id,
+                "user_id": r.user_id,
+                "session_id": r.session_id,
+                "ts_us": now_us,
+                "model_version": r.model_version,
+                "config_version": version,
+                "degraded": r.degraded,
+                "arms": [{"experiment": e, "arm": a} for e, a in sorted(r.arms.items())],
+                "items": [
+                    {
+                        "video_idx": i.video_idx,
+                        "rank": i.position,
+                        "score": i.score,
+                        "sources": list(i.sources),
+                    }
+                    for i in r.items
+                ],
+            }
+        )
 
     def _retrieval_request(
         self, bundle: Bundle, ctx: RequestContext | None, ci: FeedContext, now: int
