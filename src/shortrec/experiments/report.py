@@ -58,9 +58,14 @@ def _lift_figure(result: AnalysisResult) -> bytes:
     labels = [f"{c.metric} ({c.arm})" for c in comps]
     y = list(range(len(comps)))
     lifts = [100 * c.lift for c in comps]
-    err_lo = [100 * (c.lift - c.lift_ci_low) if math.isfinite(c.lift_ci_low) else 0 for c in comps]
+    # a percentile-bootstrap interval need not contain the point estimate (skewed metrics):
+    # draw the bar from the estimate to the interval's far end, never a negative length
+    err_lo = [
+        100 * max(0.0, c.lift - c.lift_ci_low) if math.isfinite(c.lift_ci_low) else 0 for c in comps
+    ]
     err_hi = [
-        100 * (c.lift_ci_high - c.lift) if math.isfinite(c.lift_ci_high) else 0 for c in comps
+        100 * max(0.0, c.lift_ci_high - c.lift) if math.isfinite(c.lift_ci_high) else 0
+        for c in comps
     ]
     colors = ["tab:green" if c.significant else "tab:gray" for c in comps]
     for yi, lift, lo, hi, color in zip(y, lifts, err_lo, err_hi, colors, strict=True):

@@ -67,3 +67,16 @@ def test_report_flags_sample_ratio_mismatch(tmp_path: Path) -> None:
         res = analyze(x.lazy(), e.lazy(), decl, AnalysisConfig(n_bootstrap=0))
     text = write_report(res, tmp_path / "r").read_text()
     assert "SAMPLE RATIO MISMATCH" in text and "class='bad'" in text
+
+
+def test_lift_interval_that_excludes_the_estimate_still_draws(tmp_path: Path) -> None:
+    """A percentile-bootstrap interval can lie wholly on one side of the point estimate."""
+    import dataclasses
+
+    rng = np.random.default_rng(2)
+    x, e = synthetic_logs("exp", [ArmEffect("control"), ArmEffect("treatment")], 400, rng)
+    res = analyze(x.lazy(), e.lazy(), "exp", AnalysisConfig(n_bootstrap=50))
+    c0 = res.comparisons[0]
+    shifted = dataclasses.replace(c0, lift_ci_low=c0.lift + 0.01, lift_ci_high=c0.lift + 0.02)
+    res = dataclasses.replace(res, comparisons=(shifted, *res.comparisons[1:]))
+    assert (write_report(res, tmp_path / "r")).is_file()
