@@ -800,6 +800,9 @@ class ServingConfig(StrictModel):
     rank_max_batch: int = Field(default=4, ge=1)
     #: directory of the exposure log (one JSON line per served page; None: not written)
     exposure_log_dir: str | None = None
+    #: bundles an experiment arm can switch to with ``ArmOverrides.model_version``: label ->
+    #: bundle directory (loaded and validated at start; an unknown label serves the default)
+    models: dict[str, str] = Field(default_factory=dict)
     rank_threads: int = Field(default=1, ge=1)
     request_threads: int = Field(default=32, ge=1, le=256)
     admin_token: str | None = Field(default=None, min_length=16)

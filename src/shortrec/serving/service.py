@@ -296,6 +296,11 @@ class FeedService:
         self._exposures = (
             ExposureLog(Path(config.exposure_log_dir)) if config.exposure_log_dir else None
         )
+        # arm bundles: experiments switch the whole model (retrieval + ranker) per arm
+        self._arm_bundles: dict[str, Bundle] = {
+            label: Bundle.load(Path(path), catalogue_from=bundle, rank_threads=config.rank_threads)
+            for label, path in config.models.items()
+        }
         self._names: CatalogueNames | None = load_names(bundle.path)
         metrics.set_model(bundle.model_version, bundle.backend)
         metrics.degraded.set(0)
@@ -601,6 +606,9 @@ class FeedService:
 
         t0 = time.perf_counter()
         arms, ov = self._assign(user_id)
+        if ov.model_version is not None and ov.model_version != bundle.model_version:
+            # the arm's model; an unknown label keeps the default bundle (declared fallback)
+            bundle = self._arm_bundles.get(ov.model_version, bundle)
         timer.record("assignment", t0)
 
         t0 = time.perf_counter()
