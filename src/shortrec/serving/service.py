@@ -1161,17 +1161,28 @@ class FeedService:
                 self._recent_events.popitem(last=False)
         m.events_ingested.inc(applied)
         m.events_rejected.labels("duplicate").inc(dups)
+        # behaviour counters per arm: summed over the batch first, one update per arm label
+        labels_of: dict[str, list[str]] = {}
+        totals: dict[str, list[float]] = {}  # label -> [impressions, watch s, skips, likes]
         for i, sev in zip(fresh_idx, store_events, strict=True):
             ev = events[i]
             m.event_lag.observe(max(0.0, (now - ts[i]) / US_PER_S))
-            arms, _ = self._assign(ev.user_id)
-            for label in _arm_labels(arms):
-                m.impressions.labels(label).inc()
-                m.watch_seconds.labels(label).inc(ev.watch_time_s)
-                if sev.skipped:
-                    m.skips.labels(label).inc()
-                if ev.liked:
-                    m.likes.labels(label).inc()
+            labels = labels_of.get(ev.user_id)
+            if labels is None:
+                labels = labels_of[ev.user_id] = _arm_labels(self._assign(ev.user_id)[0])
+            for label in labels:
+                acc = totals.setdefault(label, [0.0, 0.0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += ev.watch_time_s
+                acc[2] += sev.skipped
+                acc[3] += ev.liked
+        for label, (imp, watch, skips, likes) in totals.items():
+            m.impressions.labels(label).inc(imp)
+            m.watch_seconds.labels(label).inc(watch)
+            if skips:
+                m.skips.labels(label).inc(skips)
+            if likes:
+                m.likes.labels(label).inc(likes)
         return IngestResult(len(events), len(store_events), applied, dups)
 
     def _store_event(self, ev: EventIn, ts_us: int, bundle: Bundle) -> StoreEvent:
