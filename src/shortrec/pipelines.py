@@ -267,19 +267,14 @@ def evaluate(
     Returns the markdown table; writes the JSON report to ``json_out`` and the full report
     (JSON, markdown, PNG plots) to ``report_dir`` (default ``root/eval/<protocol>``).
     """
-    from shortrec.data import etl as etl_mod
     from shortrec.evaluation import baselines, report, runner
 
-    ds = io.Dataset.open(Path(root))
     if protocol not in ("temporal", "loo-full", "loo-sampled", "oracle"):
         raise S.BadInput(
             f"--protocol: unknown protocol {protocol!r}; "
             "expected temporal, loo-full, loo-sampled or oracle"
         )
-    etl_dir = Path(root) / io.ETL_DIR
-    if not (etl_dir / "manifest.json").is_file():
-        raise S.BadInput(f"{root}: no ETL output in {etl_dir}; run `shortrec etl {root}` first")
-    etl_manifest = io.read_json(etl_dir / "manifest.json")
+    ds, events, fingerprint = _etl_inputs(Path(root))
     oracle = None
     if protocol == "oracle":
         if not ds.is_synthetic:
@@ -288,7 +283,6 @@ def evaluate(
 
         oracle = World.load(Path(root))
     config = EvalConfig(protocol=protocol, k=k, max_users=max_users)
-    events = etl_mod.read_etl_events(Path(root)).collect()
     recommenders = baselines.default_baselines(seed=config.seed)
     recommenders.append(_full_pipeline(artifacts, progress))
     rep = runner.evaluate(
@@ -299,7 +293,7 @@ def evaluate(
         config,
         oracle=oracle,
         skip_threshold_s=ds.skip_threshold_s,
-        fingerprint=str(etl_manifest.get("fingerprint", "")),
+        fingerprint=fingerprint,
         progress=progress,
     )
     out_dir = report_dir or Path(root) / "eval" / protocol
