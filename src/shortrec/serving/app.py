@@ -14,8 +14,10 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -31,7 +33,7 @@ from shortrec.artifacts import BundleError
 from shortrec.config import ServingConfig, StoreConfig
 from shortrec.experiments.spec import ExperimentSource
 from shortrec.schema import BadInput
-from shortrec.serving.metrics import Metrics, new_registry
+from shortrec.serving.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead, new_registry
 from shortrec.serving.routes import PROBLEM, router
 from shortrec.serving.service import EventValidationError, FeedService, ServiceUnavailable
 from shortrec.serving.snapshot import Bundle, bundle_snapshot
@@ -85,6 +87,9 @@ _TITLES = {
 }
 
 
+_MAX_LABEL_CACHE = 512
+
+
 class ObservabilityMiddleware:
     """Pure ASGI middleware: request count/latency by route template, in-flight gauge, and
     the body size limit (413 before the body is read when Content-Length says so, or as soon
@@ -94,6 +99,8 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        # (route template, method, status) -> (request counter, latency histogram) children
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,8 +157,17 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            m.http_requests.labels(template, method, str(status[0])).inc()
-            m.http_request_duration.labels(template, method).observe(time.perf_counter() - t0)
+            key = (template, method, status[0])
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    m.http_requests.labels(template, method, str(status[0])),
+                    m.http_request_duration.labels(template, method),
+                )
+                if len(self._children) < _MAX_LABEL_CACHE:  # bounded: methods come from clients
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
 
 
 class _BodyTooLarge(Exception):
@@ -354,6 +370,24 @@ def _worker(host: str, port: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _multiprocess_dir() -> tuple[str, bool]:
+    """Set up prometheus_client's multiprocess mode for the workers about to be spawned (they
+    inherit the environment): the directory from ``PROMETHEUS_MULTIPROC_DIR`` if set (its old
+    ``*.db`` files are removed: values must not outlive the run), else a fresh temporary one
+    that ``serve`` deletes at exit. Returns (directory, created here)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        if not path.is_dir():
+            raise BadInput(f"{MULTIPROC_ENV}={given}: not a directory")
+        for f in path.glob("*.db"):
+            f.unlink()
+        return str(path), False
+    path = Path(tempfile.mkdtemp(prefix="shortrec-prometheus-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return str(path), True
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the workers like Ctrl-C does
 
@@ -402,11 +436,12 @@ def serve(
         return
     with contextlib.suppress(ValueError):  # not the main thread: keep the default handler
         signal.signal(signal.SIGTERM, _interrupt)
+    prom_dir, own_dir = _multiprocess_dir()
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(host, port), daemon=False) for _ in range(workers)]
-    for p in procs:
-        p.start()
     try:
+        for p in procs:
+            p.start()
         while all(p.is_alive() for p in procs):
             procs[0].join(timeout=0.5)
     except KeyboardInterrupt:
@@ -417,6 +452,11 @@ def serve(
                 p.terminate()
         for p in procs:
             p.join(timeout=20)
+            if p.pid is not None:
+                mark_worker_dead(p.pid)
+        if own_dir:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(prom_dir, ignore_errors=True)
     failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM, None)]
     if failed:
         raise RuntimeError(f"serving worker exited with code {failed[0]}")

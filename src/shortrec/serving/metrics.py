@@ -6,11 +6,26 @@ tests and several apps in one process never share state. Label values are bounde
 are templates (``/v1/feed``), arms come from the loaded experiment config, stages, sources,
 heads and reasons from the fixed tuples below.
 
+Several worker processes (``shortrec serve --workers W``) share their metrics through
+prometheus_client's multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (``serve`` sets
+it to a fresh directory before it starts the workers), every value lives in a memory-mapped file
+of that directory and ``render`` aggregates all workers, so any worker answering a scrape
+reports the whole service (counters and histograms summed; gauges by the ``multiprocess_mode``
+given below).
+
+Hot paths avoid per-call label lookups: stage and score-head children are resolved once
+(``stage_child``, ``score_child``), and :func:`observe_many` records a whole array of values
+in one call.
+
 This is the only module that imports ``prometheus_client``.
 """
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,7 +33,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+
+#: environment variable of prometheus_client's multiprocess mode (a directory)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 STAGES = (
     "assignment",
@@ -95,7 +114,10 @@ class Metrics:
             registry=r,
         )
         self.http_in_flight = Gauge(
-            "shortrec_http_requests_in_flight", "HTTP requests being served.", registry=r
+            "shortrec_http_requests_in_flight",
+            "HTTP requests being served.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         # pipeline
         self.stage_duration = Histogram(
@@ -119,7 +141,10 @@ class Metrics:
             "shortrec_degraded_responses", "Feed responses served in degraded mode.", registry=r
         )
         self.degraded = Gauge(
-            "shortrec_degraded", "1 while serving from the in-process snapshot.", registry=r
+            "shortrec_degraded",
+            "1 while serving from the in-process snapshot (any worker).",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.store_errors = Counter(
             "shortrec_store_errors", "Online store errors by operation.", ("op",), registry=r
@@ -149,8 +174,14 @@ class Metrics:
             "The loaded bundle (value 1).",
             ("model_version", "ranker_backend"),
             registry=r,
+            multiprocess_mode="liveall",  # one series per worker (label pid)
         )
-        self.model_ready = Gauge("shortrec_model_ready", "1 when a bundle is loaded.", registry=r)
+        self.model_ready = Gauge(
+            "shortrec_model_ready",
+            "1 when a bundle is loaded (in every worker).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.score = Histogram(
             "shortrec_score",
             "Scores of served items by head.",
@@ -206,12 +237,14 @@ class Metrics:
             "Population stability index vs the training reference.",
             ("feature",),
             registry=r,
+            multiprocess_mode="livemostrecent",  # the worker that computed it last
         )
         self.drift_ks = Gauge(
             "shortrec_drift_ks",
             "Kolmogorov-Smirnov statistic vs the training reference.",
             ("feature",),
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         # experiments
         self.experiment_assignments = Counter(
@@ -225,6 +258,7 @@ class Metrics:
             "Expected traffic share of an arm (0..1).",
             ("experiment", "arm"),
             registry=r,
+            multiprocess_mode="livemax",
         )
         # every fixed label value exists from the start, so rates are 0 rather than absent
         for reason in FALLBACK_REASONS:
@@ -236,16 +270,40 @@ class Metrics:
         self.feeds_served.labels(NO_ARM)
         for m in (self.impressions, self.skips, self.likes, self.watch_seconds):
             m.labels(NO_ARM)
+        # children of fixed label values, resolved once for the hot paths
+        self.stage_child = {s: self.stage_duration.labels(s) for s in STAGES}
+        self.score_child = {h: self.score.labels(h) for h in SCORE_HEADS}
+        self._candidates: dict[str, Histogram] = {}
+        self._model_labels: tuple[str, str] | None = None
+        self._allocation: set[tuple[str, str]] = set()
+
+    def stage(self, stage: str) -> Histogram:
+        """The stage-duration child of ``stage`` (cached for the fixed stages)."""
+        child = self.stage_child.get(stage)
+        return child if child is not None else self.stage_duration.labels(stage)
+
+    def candidates_child(self, source: str) -> Histogram:
+        """The candidates-per-request child of ``source`` (cached; sources are a fixed set)."""
+        child = self._candidates.get(source)
+        if child is None:
+            child = self._candidates[source] = self.candidates.labels(source)
+        return child
 
     def set_model(self, model_version: str, backend: str) -> None:
         """Mark ``model_version`` (served with ``backend``) as the one loaded bundle."""
+        if self._model_labels is not None:  # multiprocess files keep cleared series: zero it
+            self.model_info.labels(*self._model_labels).set(0)
         self.model_info.clear()
+        self._model_labels = (model_version, backend)
         self.model_info.labels(model_version, backend).set(1)
         self.model_ready.set(1)
 
     def set_allocation(self, shares: dict[tuple[str, str], float]) -> None:
         """Replace the expected arm shares with ``{(experiment, arm): share}``."""
+        for exp, arm in self._allocation - set(shares):  # see set_model
+            self.experiment_allocation.labels(exp, arm).set(0)
         self.experiment_allocation.clear()
+        self._allocation = set(shares)
         for (exp, arm), share in shares.items():
             self.experiment_allocation.labels(exp, arm).set(share)
 
@@ -256,10 +314,48 @@ class Metrics:
             self.drift_ks.labels(feature).set(ks)
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition of the registry and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The Prometheus text exposition and its content type: this registry, or in
+        multiprocess mode every worker's values aggregated from the shared directory."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        agg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(agg)  # type: ignore[no-untyped-call]
+        return generate_latest(agg), CONTENT_TYPE_LATEST
 
 
 def new_registry() -> CollectorRegistry:
     """A fresh, empty registry (one per app)."""
     return CollectorRegistry(auto_describe=True)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when this process runs in multiprocess mode, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a stopped worker's live gauges (multiprocess mode; no-op otherwise)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def observe_many(child: Histogram, values: npt.ArrayLike) -> None:
+    """Observe every finite value of ``values`` on the histogram ``child`` (a labelled child
+    or an unlabelled histogram) in one go: the same buckets and sum as one ``observe`` per
+    value (pinned by a test), with one increment per bucket touched instead of one bucket
+    scan per value. Non-finite values are skipped.
+
+    Uses the histogram's bucket bounds and value cells (``_upper_bounds``, ``_buckets``,
+    ``_sum``), which prometheus_client (pinned in pyproject.toml) has no public batch API for.
+    """
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.shape[0] == 0:
+        return
+    bounds = child._upper_bounds
+    # observe() puts a value in the first bucket whose bound is >= the value
+    counts = np.bincount(np.searchsorted(bounds, v, side="left"), minlength=len(bounds))
+    child._sum.inc(float(v.sum()))
+    cells = child._buckets
+    for i in np.flatnonzero(counts).tolist():
+        cells[i].inc(int(counts[i]))

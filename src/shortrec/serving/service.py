@@ -58,7 +58,7 @@ from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequ
 from shortrec.serving.api import EventIn, VideoIn
 from shortrec.serving.batcher import RankBatcher
 from shortrec.serving.exposure import ExposureLog
-from shortrec.serving.metrics import NO_ARM, Metrics
+from shortrec.serving.metrics import NO_ARM, Metrics, observe_many
 from shortrec.serving.names import CatalogueNames, VideoInfo, describe, load_names
 from shortrec.serving.snapshot import Bundle
 from shortrec.store import (
@@ -178,16 +178,18 @@ class TTLCache:
         self._clock = clock
         self._data: collections.OrderedDict[Hashable, tuple[float, Any]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._hit = metrics.cache_requests.labels(name, "hit")
+        self._miss = metrics.cache_requests.labels(name, "miss")
 
     def get(self, key: Hashable, ttl_s: float, load: Callable[[], T]) -> T:
         now = self._clock()
         with self._lock:
             hit = self._data.get(key)
         if hit is not None and hit[0] > now:
-            self._m.cache_requests.labels(self.name, "hit").inc()
+            self._hit.inc()
             value: T = hit[1]
             return value
-        self._m.cache_requests.labels(self.name, "miss").inc()
+        self._miss.inc()
         value = load()
         with self._lock:
             self._data[key] = (now + ttl_s, value)
@@ -215,7 +217,7 @@ class _Timer:
 
     def record(self, stage: str, t0: float) -> float:
         dt = time.perf_counter() - t0
-        self._m.stage_duration.labels(stage).observe(dt)
+        self._m.stage(stage).observe(dt)
         self.ms[stage] = self.ms.get(stage, 0.0) + dt * 1e3
         return dt
 
@@ -829,12 +831,12 @@ class FeedService:
                 fallbacks.append("source_error")
                 c = Candidates.empty(name)
             timer.record(SOURCE_STAGE.get(name, f"source_{name}"), t0)
-            self.metrics.candidates.labels(name).observe(len(c))
+            self.metrics.candidates_child(name).observe(len(c))
             lists.append(c)
         t0 = time.perf_counter()
         merged = merge(lists, quotas, total, req.seen, mcfg.rrf_k)
         timer.record("merge", t0)
-        self.metrics.candidates.labels("merged").observe(len(merged))
+        self.metrics.candidates_child("merged").observe(len(merged))
         return merged
 
     # ------------------------------------------------------------ one page
@@ -1070,11 +1072,12 @@ class FeedService:
             m.experiment_assignments.labels(e, a).inc()
         if not r.items:
             return
-        for it in r.items:
-            m.score.labels("final").observe(it.score)
-            for h, v in it.heads.items():
-                if math.isfinite(v):
-                    m.score.labels(h).observe(v)
+        observe_many(m.score_child["final"], [it.score for it in r.items])
+        for h in r.items[0].heads:
+            child = m.score_child.get(h)
+            if child is None:
+                child = m.score_child[h] = m.score.labels(h)
+            observe_many(child, [it.heads.get(h, math.nan) for it in r.items])
         m.feed_fresh_share.observe(sum("fresh" in it.sources for it in r.items) / len(r.items))
         if len(r.items) > 1:
             tags = bundle.catalogue.meta([it.video_idx for it in r.items]).tags
@@ -1164,9 +1167,10 @@ class FeedService:
         # behaviour counters per arm: summed over the batch first, one update per arm label
         labels_of: dict[str, list[str]] = {}
         totals: dict[str, list[float]] = {}  # label -> [impressions, watch s, skips, likes]
+        lag = [max(0.0, (now - ts[i]) / US_PER_S) for i in fresh_idx]
+        observe_many(m.event_lag, lag)
         for i, sev in zip(fresh_idx, store_events, strict=True):
             ev = events[i]
-            m.event_lag.observe(max(0.0, (now - ts[i]) / US_PER_S))
             labels = labels_of.get(ev.user_id)
             if labels is None:
                 labels = labels_of[ev.user_id] = _arm_labels(self._assign(ev.user_id)[0])

@@ -98,3 +98,81 @@ def test_model_info_keeps_one_series_and_allocation_is_replaced() -> None:
     m.set_drift({"score_final": (0.1, 0.2)})
     text = m.render()[0].decode()
     assert 'shortrec_drift_psi{feature="score_final"} 0.1' in text
+
+
+def test_observe_many_matches_one_observe_per_value() -> None:
+    import math
+
+    import numpy as np
+
+    from shortrec.serving.metrics import observe_many
+
+    rng = np.random.default_rng(0)
+    bounds = [i / 20 for i in range(1, 21)]
+    values = np.concatenate(
+        [rng.uniform(-0.2, 1.3, 500), np.array(bounds[:5]), [math.nan, math.inf, -math.inf]]
+    )
+    one, many = Metrics(new_registry()), Metrics(new_registry())
+    for v in values:
+        if math.isfinite(v):
+            one.score.labels("like").observe(float(v))
+    observe_many(many.score_child["like"], values)
+    observe_many(many.feed_diversity, [])  # nothing to observe: no-op
+
+    def dump(m: Metrics) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for fam in m.registry.collect()
+            if fam.name == "shortrec_score"
+            for s in fam.samples
+            if s.labels.get("head") == "like" and not s.name.endswith("_created")
+        }
+
+    got, want = dump(many), dump(one)
+    assert got.keys() == want.keys() and len(got) == 23  # 21 buckets, count, sum
+    for k, v in want.items():
+        assert math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-12), k
+
+
+def test_cached_children_are_the_labelled_series() -> None:
+    m = Metrics(new_registry())
+    m.stage("ranking").observe(0.002)
+    m.stage("source_custom").observe(0.001)  # not a fixed stage: still recorded
+    m.candidates_child("tags").observe(7)
+    assert m.candidates_child("tags") is m.candidates_child("tags")
+    reg = m.registry
+    assert reg.get_sample_value("shortrec_stage_duration_seconds_count", {"stage": "ranking"}) == 1
+    assert (
+        reg.get_sample_value("shortrec_stage_duration_seconds_count", {"stage": "source_custom"})
+        == 1
+    )
+    assert reg.get_sample_value("shortrec_candidates_sum", {"source": "tags"}) == 7
+
+
+def test_set_model_and_allocation_replace_the_previous_series() -> None:
+    m = Metrics(new_registry())
+    m.set_model("v1", "onnx")
+    m.set_model("v2", "onnx")
+    reg = m.registry
+    assert (
+        reg.get_sample_value(
+            "shortrec_model_info", {"model_version": "v1", "ranker_backend": "onnx"}
+        )
+        is None
+    )
+    assert (
+        reg.get_sample_value(
+            "shortrec_model_info", {"model_version": "v2", "ranker_backend": "onnx"}
+        )
+        == 1
+    )
+    m.set_allocation({("e", "a"): 0.5, ("e", "b"): 0.5})
+    m.set_allocation({("e", "a"): 1.0})
+    assert (
+        reg.get_sample_value("shortrec_experiment_allocation", {"experiment": "e", "arm": "b"})
+        is None
+    )
+    assert (
+        reg.get_sample_value("shortrec_experiment_allocation", {"experiment": "e", "arm": "a"})
+        == 1.0
+    )
