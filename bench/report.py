@@ -31,6 +31,7 @@ TARGETS: dict[tuple[str, str], tuple[str, float, str]] = {
     ("rerank", "dpp_caps_p99_ms"): ("<", 2.0, "DPP + caps 200 -> 20, p99"),
     ("serving", "feed_req_per_s"): (">=", 500, "feed requests/s, 2 workers"),
     ("serving", "feed_p99_ms"): ("<=", 50, "feed p99 under load"),
+    ("demo", "seconds"): ("<", 600.0, "make demo's job end to end (small), seconds"),
     ("instrumentation", "feed_overhead_pct_cpu"): ("<", 5.0, "instrumentation overhead (feed CPU)"),
     ("instrumentation", "events_overhead_pct_cpu"): (
         "<",

@@ -347,6 +347,11 @@ def headline_rows(r: Results) -> list[tuple[str, str, TargetRow | None]]:
     """(what, measured, target row) for the README's headline table."""
     rows: list[tuple[str, str, TargetRow | None]] = [
         (
+            "`make demo`'s whole loop, small world (s)",
+            r.c("demo", "seconds", "f0"),
+            target_for(r, "demo", "seconds"),
+        ),
+        (
             "Simulator, medium world (events/s)",
             r.c("generate", "medium_events_per_s", "M"),
             target_for(r, "generate", "medium_events_per_s"),

@@ -63,6 +63,10 @@ class StageError(RuntimeError):
     """A demo stage failed; the message names the stage and what to do."""
 
 
+#: seconds per stage of the current run (written to demo-summary.json as ``stage_seconds``)
+_STAGE_SECONDS: dict[str, float] = {}
+
+
 def _stage(name: str, hint: str, fn: Callable[[], T]) -> T:
     console.rule(f"[bold]{name}")
     t0 = time.perf_counter()
@@ -72,7 +76,9 @@ def _stage(name: str, hint: str, fn: Callable[[], T]) -> T:
         raise
     except Exception as e:
         raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}. {hint}") from e
-    console.print(f"[green]{name}[/] done in {time.perf_counter() - t0:.1f}s")
+    dt = time.perf_counter() - t0
+    _STAGE_SECONDS[name] = round(dt, 2)
+    console.print(f"[green]{name}[/] done in {dt:.1f}s")
     return value
 
 
@@ -126,6 +132,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
     max_users = 300 if preset != "tiny" else None
     results: dict[str, Any] = {"preset": preset, "store": "redis" if redis_url else "in-process"}
     t_all = time.perf_counter()
+    _STAGE_SECONDS.clear()
 
     gen = _stage(
         "generate",
@@ -196,6 +203,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
         lambda: abtest.simulate(scenario, art, data_dir, out / "abtest", redis_url, progress),
     )
     results["seconds"] = round(time.perf_counter() - t_all, 1)
+    results["stage_seconds"] = dict(_STAGE_SECONDS)
     summary = out / "demo-summary.json"
     io.write_json_atomic(results, summary)
     console.rule("[bold]where the results are")

@@ -23,4 +23,8 @@ def test_demo_runs_the_whole_loop_on_tiny(tmp_path: Path, monkeypatch: pytest.Mo
         assert "shortrec" in rep["recommenders"], protocol
     reports = list((out / "abtest" / "reports").glob("*/index.html"))
     assert reports, "the A/B report was not written"
-    assert json.loads((out / "demo-summary.json").read_text())["seconds"] > 0
+    written = json.loads((out / "demo-summary.json").read_text())
+    assert written["seconds"] > 0
+    stages = written["stage_seconds"]  # bench/bench_demo.py reports these per stage
+    assert {"generate", "etl", "train ranker", "evaluate (temporal)", "publish"} <= set(stages)
+    assert sum(stages.values()) <= written["seconds"] + 1
