@@ -166,9 +166,12 @@ class VideoTable:
 
     def check_idx(self, video_idx: npt.NDArray[np.integer], field: str) -> None:
         """Raise :class:`RankerDataError` if an index (``-1`` = padding) is out of range."""
-        bad = (video_idx < -1) | (video_idx >= self.n_videos)
+        idx = np.asarray(video_idx)
+        if idx.size == 0 or (idx.min() >= -1 and idx.max() < self.n_videos):
+            return  # two reductions: the common, valid case stays cheap
+        bad = (idx < -1) | (idx >= self.n_videos)
         if np.any(bad):
-            ex = np.asarray(video_idx)[bad][:3].tolist()
+            ex = idx[bad][:3].tolist()
             raise RankerDataError(f"{field}: video_idx out of range [0, {self.n_videos}): {ex}")
 
 
@@ -302,6 +305,22 @@ class VideoStats:
         out[video_idx < 0] = 0.0
         return out.astype(np.float32)
 
+    def latest_table(self, n_videos: int) -> F32:
+        """:meth:`features` of every video after all events, as a lookup table
+        ``(n_videos + 1, 4)`` by ``video_idx`` whose last row (index ``-1``, padding) is zero.
+
+        Serving ranks "now", after every training event, so a candidate's statistics are a
+        constant of the bundle: ``table[video_idx]`` equals
+        ``features(video_idx[None, :], [END_OF_TIME])[0]`` without two binary searches per
+        candidate and request.
+        """
+        table = np.zeros((n_videos + 1, N_STATS), np.float32)
+        table[:n_videos] = self.features(
+            np.arange(n_videos, dtype=np.int64)[None, :], np.array([END_OF_TIME])
+        )[0]
+        table.flags.writeable = False
+        return table
+
     def save(self, path: Path) -> None:
         np.savez(
             path,
@@ -344,20 +363,29 @@ def history_features(
     """
     mask = video_idx >= 0
     v = np.maximum(video_idx, 0)
-    keep = mask.astype(np.int64)
     wr = np.minimum(np.nan_to_num(watch_ratio, nan=1.0), config.complete_cap)
     action = np.stack(
         [wr / config.complete_cap, skipped, liked, np.log1p(np.maximum(gap_s, 0.0)) / 16.0], axis=-1
     )
-    action = (action * mask[..., None]).astype(np.float32)
     return {
-        "hist_video": vt.video[v] * keep,
-        "hist_tags": vt.tags[v] * keep[..., None],
-        "hist_creator": vt.creator[v] * keep,
-        "hist_duration": vt.duration[v] * keep,
-        "hist_action": action,
+        "hist_video": _masked(vt.video[v], mask),
+        "hist_tags": _masked(vt.tags[v], mask),
+        "hist_creator": _masked(vt.creator[v], mask),
+        "hist_duration": _masked(vt.duration[v], mask),
+        "hist_action": _masked(action, mask).astype(np.float32),
         "hist_mask": mask,
     }
+
+
+def _masked(values: npt.NDArray[np.generic], mask: B8) -> npt.NDArray[np.generic]:
+    """``values`` (``mask.shape`` + trailing dims) with the rows where ``mask`` is False
+    zeroed: times the mask (floats) or its int64 cast (integers, as int64). An all-True
+    mask changes nothing (``x * 1 == x``), so its multiplication is skipped."""
+    if mask.all() and (values.dtype.kind == "f" or values.dtype == np.int64):
+        return values
+    m = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))
+    out: npt.NDArray[np.generic] = values * (m if values.dtype.kind == "f" else m.astype(np.int64))
+    return out
 
 
 def context_features(
@@ -402,16 +430,18 @@ def candidate_features(
     ``cand_num`` = [log1p(hours since upload)/8 (0 if unknown), stats..., sources...].
     """
     v = np.maximum(video_idx, 0)
-    keep = (video_idx >= 0).astype(np.int64)
+    mask = video_idx >= 0
     up = vt.upload_us[v]
     age_h = np.where(up >= 0, (request_us[:, None] - up) / _US_PER_H, 0.0)
     age = np.log1p(np.maximum(age_h, 0.0)) / 8.0
-    num = np.concatenate([age[..., None], stats, sources], axis=-1) * keep[..., None]
+    num = np.concatenate([age[..., None], stats, sources], axis=-1)
+    if not mask.all():  # as a product with the int64 mask (float64, like the values)
+        num = num * mask.astype(np.int64)[..., None]
     return {
-        "cand_video": vt.video[v] * keep,
-        "cand_tags": vt.tags[v] * keep[..., None],
-        "cand_creator": vt.creator[v] * keep,
-        "cand_duration": vt.duration[v] * keep,
+        "cand_video": _masked(vt.video[v], mask),
+        "cand_tags": _masked(vt.tags[v], mask),
+        "cand_creator": _masked(vt.creator[v], mask),
+        "cand_duration": _masked(vt.duration[v], mask),
         "cand_num": num.astype(np.float32),
     }
 

@@ -22,7 +22,6 @@ from shortrec import schema as S
 from shortrec.artifacts import BundleError, component_dir, read_manifest
 from shortrec.config import RankerConfig
 from shortrec.ranking.batches import (
-    END_OF_TIME,
     F32,
     Arrays,
     RankerDataError,
@@ -114,6 +113,8 @@ class Predictor:
         self.videos = videos
         self.stats = stats
         self.tasks = tuple(config.tasks)
+        # statistics after every training event, per video (row -1: padding, zeros)
+        self._latest = stats.latest_table(videos.n_videos)
         self.session: Any = None
         if onnx_path is not None and config.backend == "onnx" and onnx_path.is_file():
             try:
@@ -215,10 +216,18 @@ class Predictor:
                     )
                 st[i, :m] = t_arr
             else:
-                st[i, :m] = self.stats.features(cvid[None, :], np.array([END_OF_TIME]))[0]
+                st[i, :m] = self._latest[cvid]
         out = history_features(self.videos, hv, hwr, hsk, hlk, gap, cfg)
         out.update(context_features(n_hist, pos, in_sess, skip_rate, req, prof))
         out.update(candidate_features(self.videos, cv, req, st, src))
+        return out
+
+    def latest_stats(self, video_idx: npt.ArrayLike) -> F32:
+        """(n, 4) statistics of ``video_idx`` (``-1``: padding, zeros) after every training
+        event: ``stats.features(video_idx[None, :], [END_OF_TIME])[0]`` by table lookup."""
+        idx = np.asarray(video_idx, np.int64)
+        self.videos.check_idx(idx, "video_idx")
+        out: F32 = self._latest[idx]
         return out
 
     # ------------------------------------------------------------ scoring

@@ -73,7 +73,8 @@ class Caps:
     ``creators`` / ``topics`` (n,) per candidate (``-1``: unknown, never capped); the counts
     start from the session's last ``lookback`` served items (``served_creators`` /
     ``served_topics``, oldest first), so a creator the user just saw twice is already at a cap
-    of 2 on the next page.
+    of 2 on the next page. Count picks with :meth:`add` (it keeps the mask of
+    :meth:`allowed` up to date instead of recomputing it at every step).
     """
 
     creators: I64
@@ -82,6 +83,8 @@ class Caps:
     max_per_topic: int | None
     creator_count: Counter[int] = field(default_factory=Counter)
     topic_count: Counter[int] = field(default_factory=Counter)
+    # (n,) allowed mask, built on first use from the counts and kept up to date by ``add``
+    _ok: npt.NDArray[np.bool_] | None = field(default=None, init=False, repr=False, compare=False)
 
     @staticmethod
     def build(
@@ -110,24 +113,37 @@ class Caps:
         )
 
     def allowed(self) -> npt.NDArray[np.bool_]:
-        """(n,) True where adding the item keeps both caps."""
-        ok = np.ones(self.creators.shape[0], bool)
-        for arr, cap, count in (
-            (self.creators, self.max_per_creator, self.creator_count),
-            (self.topics, self.max_per_topic, self.topic_count),
-        ):
-            if cap is None:
-                continue
-            full = [k for k, v in count.items() if v >= cap]
-            if full:
-                ok &= ~np.isin(arr, full)
-        return ok
+        """(n,) True where adding the item keeps both caps (read-only; updated by ``add``)."""
+        if self._ok is None:
+            ok = np.ones(self.creators.shape[0], bool)
+            for arr, cap, count in (
+                (self.creators, self.max_per_creator, self.creator_count),
+                (self.topics, self.max_per_topic, self.topic_count),
+            ):
+                if cap is None:
+                    continue
+                full = [k for k, v in count.items() if v >= cap]
+                if full:
+                    ok &= ~np.isin(arr, full)
+            ok.flags.writeable = False
+            self._ok = ok
+        return self._ok
 
     def add(self, i: int) -> None:
-        if self.creators[i] >= 0:
-            self.creator_count[int(self.creators[i])] += 1
-        if self.topics[i] >= 0:
-            self.topic_count[int(self.topics[i])] += 1
+        c, t = int(self.creators[i]), int(self.topics[i])
+        if c >= 0:
+            self.creator_count[c] += 1
+            self._block(self.creators, c, self.creator_count[c], self.max_per_creator)
+        if t >= 0:
+            self.topic_count[t] += 1
+            self._block(self.topics, t, self.topic_count[t], self.max_per_topic)
+
+    def _block(self, arr: I64, key: int, count: int, cap: int | None) -> None:
+        # counts only grow: a key is blocked from the moment its count reaches the cap
+        if self._ok is not None and cap is not None and count >= cap:
+            ok = self._ok & (arr != key)
+            ok.flags.writeable = False
+            self._ok = ok
 
 
 def _check(
@@ -149,10 +165,11 @@ def _check(
     return r, s, min(k, n)
 
 
-def _pick(gain: F64, taken: npt.NDArray[np.bool_], caps: Caps | None) -> int:
-    """Best item by ``gain`` among untaken ones that keep the caps; when the caps exclude every
-    remaining item, the best untaken item (caps are best-effort so a page is always full)."""
-    g = np.where(taken, -np.inf, gain)
+def _pick(gain: F64, avail: npt.NDArray[np.bool_], caps: Caps | None) -> int:
+    """Best available item by ``gain`` among those that keep the caps; when the caps exclude
+    every available item, the best available item (caps are best-effort so a page is always
+    full)."""
+    g = np.where(avail, gain, -np.inf)
     if caps is not None:
         capped = np.where(caps.allowed(), g, -np.inf)
         if np.isfinite(capped).any():
@@ -174,14 +191,14 @@ def mmr(
     """
     r, s, k = _check(relevance, sim, k)
     n = r.shape[0]
-    taken = np.zeros(n, bool)
+    avail = np.ones(n, bool)  # (n,) not picked yet
     max_sim = np.zeros(n)  # (n,) max similarity to the page so far
     out = np.empty(k, np.int64)
     for step in range(k):
         gain = trade_off * r - (1.0 - trade_off) * max_sim
-        i = _pick(gain, taken, caps)
+        i = _pick(gain, avail, caps)
         out[step] = i
-        taken[i] = True
+        avail[i] = False
         np.maximum(max_sim, s[i], out=max_sim)
         if caps is not None:
             caps.add(i)
@@ -205,41 +222,53 @@ def dpp_greedy(
     r, s, k = _check(relevance, sim, k)
     n = r.shape[0]
     out = np.empty(k, np.int64)
-    taken = np.zeros(n, bool)
+    avail = np.ones(n, bool)  # (n,) not picked yet
     if trade_off >= 1.0 or n == 0:
-        return _fill(taken, out, 0, caps, r)
+        return _fill(avail, out, 0, caps, r)
     span = r.max() - r.min()
     rn = (r - r.min()) / span if span > 0 else np.zeros(n)
     alpha = trade_off / (2.0 * (1.0 - trade_off))
     q = np.exp(alpha * rn)  # (n,) quality
     kernel = q[:, None] * s * q[None, :]  # (n, n) L = diag(q) S diag(q)
-    d2 = np.diag(kernel).copy()  # (n,) marginal gains d_i^2
+    d2 = np.diag(kernel).copy()  # (n,) marginal gains d_i^2 (-inf once picked)
     cis = np.zeros((k, n))  # incremental Cholesky rows
+    log_d2 = np.empty(n)
+    # score of an item without gain: below every gain while available, -inf once picked
+    floor = np.full(n, -1e300)
     for step in range(k):
-        gain = np.where(d2 > epsilon, np.log(np.maximum(d2, epsilon)), -np.inf)
-        if not np.isfinite(np.where(taken, -np.inf, gain)).any():
-            return _fill(taken, out, step, caps, r)
-        # capped-out items must not be picked while an allowed item still has gain
-        j = _pick(np.where(np.isfinite(gain), gain, -1e300), taken, caps)
+        # gain log d_i^2 where d_i^2 > epsilon; picked items never have one (d2 = -inf)
+        np.log(np.maximum(d2, epsilon, out=log_d2), out=log_d2)
+        has_gain = (d2 > epsilon) & np.isfinite(log_d2)  # (n,)
+        if not has_gain.any():
+            return _fill(avail, out, step, caps, r)
+        gain = np.where(has_gain, log_d2, floor)
+        if caps is not None:
+            # capped-out items must not be picked while an allowed item is available
+            ok = caps.allowed() & avail
+            if ok.any():
+                gain = np.where(ok, gain, -np.inf)
+        j = int(np.argmax(gain))
         out[step] = j
-        taken[j] = True
+        avail[j] = False
+        floor[j] = -np.inf
         if caps is not None:
             caps.add(j)
         if d2[j] > epsilon:
             e = (kernel[j] - cis[:step, j] @ cis[:step]) / np.sqrt(d2[j])  # (n,)
             cis[step] = e
-            d2 = d2 - e * e
+            d2 -= e * e
         # else: chosen for the caps without gain; it leaves the Cholesky factor unchanged
         d2[j] = -np.inf
     return out
 
 
-def _fill(taken: npt.NDArray[np.bool_], out: I64, start: int, caps: Caps | None, r: F64) -> I64:
-    """Fill ``out[start:]`` with untaken items in relevance order, honouring caps if possible."""
+def _fill(avail: npt.NDArray[np.bool_], out: I64, start: int, caps: Caps | None, r: F64) -> I64:
+    """Fill ``out[start:]`` with available items in relevance order, honouring caps if
+    possible (``avail`` is updated)."""
     for step in range(start, out.shape[0]):
-        i = _pick(r.copy(), taken, caps)
+        i = _pick(r, avail, caps)
         out[step] = i
-        taken[i] = True
+        avail[i] = False
         if caps is not None:
             caps.add(i)
     return out
@@ -262,4 +291,4 @@ def rerank(
     if config.method == "dpp":
         return dpp_greedy(relevance, sim, config.k, config.trade_off, config.dpp_epsilon, caps)
     r, _, k = _check(relevance, sim, config.k)
-    return _fill(np.zeros(n, bool), np.empty(k, np.int64), 0, caps, r)
+    return _fill(np.ones(n, bool), np.empty(k, np.int64), 0, caps, r)

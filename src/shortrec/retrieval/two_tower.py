@@ -20,9 +20,9 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -298,17 +298,98 @@ def left_pad(seq: npt.ArrayLike, length: int, pad: int) -> I64:
     return out
 
 
+# ---------------------------------------------------------------- request-time user tower
+@dataclass(frozen=True)
+class NumpyUserTower:
+    """The :class:`UserTower` forward pass in numpy (inference only; training keeps the module).
+
+    Serving embeds one user per request; PyTorch's per-call overhead (module dispatch,
+    tensor wrapping) costs far more than the arithmetic on such tiny tensors, so the request
+    path runs this twin instead (float32, equal to the module's output up to rounding).
+    The embedding tables are read-only views of the module's weights (no second copy of the
+    item table); the small MLP weights are transposed copies, so build the twin only once the
+    module is trained.
+    """
+
+    pad: int
+    item: F32  # (n_videos + 1, dim), row ``pad`` = padding
+    region: F32  # (n_regions + 1, dim)
+    age: F32  # (n_age_buckets + 1, dim)
+    device: F32  # (n_devices + 1, dim)
+    w1: F32  # (5 dim, hidden), transposed nn.Linear weight
+    b1: F32  # (hidden,)
+    w2: F32  # (hidden, dim)
+    b2: F32  # (dim,)
+
+    @staticmethod
+    def from_module(tower: UserTower) -> NumpyUserTower:
+        def arr(t: torch.Tensor) -> F32:
+            out = np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+            out = out.view()  # a read-only view that leaves the module's tensor writable
+            out.flags.writeable = False
+            return out
+
+        lin1, lin2 = cast(nn.Linear, tower.mlp[0]), cast(nn.Linear, tower.mlp[2])
+        return NumpyUserTower(
+            pad=int(tower.pad),
+            item=arr(tower.item.weight),
+            region=arr(tower.region.weight),
+            age=arr(tower.age.weight),
+            device=arr(tower.device.weight),
+            w1=arr(lin1.weight.T),
+            b1=arr(lin1.bias),
+            w2=arr(lin2.weight.T),
+            b2=arr(lin2.bias),
+        )
+
+    def __call__(self, history: I64, profile: I64) -> F32:
+        """``history`` (b, L) video_idx left-padded with ``pad``; ``profile`` (b, 3) -> (b, dim).
+
+        Raises ``IndexError`` for an index outside a table (as the module does)."""
+        if history.size and (history.min() < 0 or history.max() >= self.item.shape[0]):
+            raise IndexError("history: video index out of range")
+        sizes = (self.region.shape[0], self.age.shape[0], self.device.shape[0])
+        if profile.size and (profile.min() < 0 or (profile.max(axis=0) >= sizes).any()):
+            raise IndexError("profile: code out of range")
+        mask = history != self.pad  # (b, L)
+        h = self.item[history]  # (b, L, dim)
+        m = mask.astype(np.float32)[:, :, None]  # (b, L, 1)
+        mean = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1.0))  # (b, dim)
+        x = np.concatenate(
+            [
+                mean,
+                h[:, -1],
+                self.region[profile[:, 0]],
+                self.age[profile[:, 1]],
+                self.device[profile[:, 2]],
+            ],
+            axis=-1,
+        )  # (b, 5 dim)
+        z = np.maximum(x @ self.w1 + self.b1, np.float32(0.0)) @ self.w2 + self.b2  # (b, dim)
+        norm = np.sqrt(np.einsum("bd,bd->b", z, z))[:, None]  # (b, 1)
+        out: F32 = z / np.maximum(norm, np.float32(1e-12))
+        return out
+
+
 # ---------------------------------------------------------------- trained model
 @dataclass(frozen=True)
 class TrainedTwoTower:
     """A trained model ready to serve: the user tower (torch, eval mode) and the video
-    embeddings ``video_emb`` (n_videos, dim) float32, unit norm, row = video_idx."""
+    embeddings ``video_emb`` (n_videos, dim) float32, unit norm, row = video_idx.
+
+    ``user_tower`` is the numpy twin of ``model.user`` that serves user embeddings, built
+    from the model's weights at construction (the model must not be trained afterwards).
+    """
 
     model: TwoTower
     vocab: Vocab
     config: TwoTowerConfig
     video_emb: F32
     metrics: dict[str, float]
+    user_tower: NumpyUserTower = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_tower", NumpyUserTower.from_module(self.model.user))
 
     def profile_codes(self, region: str | None, age: str | None, device: str | None) -> I64:
         v = self.vocab
@@ -318,13 +399,12 @@ class TrainedTwoTower:
         )
 
     def user_embeddings(self, histories: I64, profiles: I64) -> F32:
-        """(b, L) padded histories (pad = n_videos) and (b, 3) profile codes -> (b, dim)."""
-        with torch.inference_mode():
-            u = self.model.user(
-                torch.from_numpy(np.ascontiguousarray(histories)),
-                torch.from_numpy(np.ascontiguousarray(profiles)),
-            )
-        return np.ascontiguousarray(u.numpy(), dtype=np.float32)
+        """(b, L) padded histories (pad = n_videos) and (b, 3) profile codes -> (b, dim).
+
+        Runs the numpy twin of the user tower (see :class:`NumpyUserTower`)."""
+        h = np.asarray(histories, dtype=np.int64)
+        p = np.asarray(profiles, dtype=np.int64)
+        return np.ascontiguousarray(self.user_tower(h, p), dtype=np.float32)
 
     def user_embedding(
         self,

@@ -100,21 +100,31 @@ def build_context(
     entries = [e for e in entries if e.ts_us > as_of_us]
     entries.sort(key=lambda e: e.ts_us)
     n_live = len(entries)
-    hist = np.concatenate(
-        [base["v"].astype(np.int32), np.fromiter((e.video_idx for e in entries), np.int32, n_live)]
-    )
-    hts = np.concatenate(
-        [base["ts"].astype(np.int64), np.fromiter((e.ts_us for e in entries), np.int64, n_live)]
-    )
-    wr = np.concatenate(
-        [
-            base["wr"].astype(np.float32),
-            np.fromiter((e.watch_ratio for e in entries), np.float32, n_live),
-        ]
-    )
-    sk = np.concatenate(
-        [base["sk"].astype(np.bool_), np.fromiter((e.skipped for e in entries), np.bool_, n_live)]
-    )
+    if n_live:
+        hist = np.concatenate(
+            [
+                base["v"].astype(np.int32),
+                np.fromiter((e.video_idx for e in entries), np.int32, n_live),
+            ]
+        )
+        hts = np.concatenate(
+            [base["ts"].astype(np.int64), np.fromiter((e.ts_us for e in entries), np.int64, n_live)]
+        )
+        wr = np.concatenate(
+            [
+                base["wr"].astype(np.float32),
+                np.fromiter((e.watch_ratio for e in entries), np.float32, n_live),
+            ]
+        )
+        sk = np.concatenate(
+            [
+                base["sk"].astype(np.bool_),
+                np.fromiter((e.skipped for e in entries), np.bool_, n_live),
+            ]
+        )
+    else:  # the published history alone (copies: the blob's buffer is read-only)
+        hist, hts = base["v"].astype(np.int32), base["ts"].astype(np.int64)
+        wr, sk = base["wr"].astype(np.float32), base["sk"].astype(np.bool_)
     cap = cfg.history_cap
     hist, hts, wr, sk = hist[-cap:], hts[-cap:], wr[-cap:], sk[-cap:]
 
@@ -134,7 +144,9 @@ def build_context(
     ranked = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.max_user_tags]
 
     seen_ids = np.fromiter((int(x) for x in seen), np.int64, len(seen))
-    all_seen = np.unique(np.concatenate([seen_ids, base["v"].astype(np.int64)]))
+    all_seen = np.sort(np.concatenate([seen_ids, base["v"].astype(np.int64)]))
+    if all_seen.shape[0] > 1:  # sorted unique (np.unique, without its general machinery)
+        all_seen = all_seen[np.concatenate([[True], all_seen[1:] != all_seen[:-1]])]
     return RequestContext(
         user_id=user_id,
         now_us=now_us,

@@ -21,7 +21,9 @@ from shortrec.ranking.batches import (
     VideoStats,
     VideoTable,
     build_lists,
+    candidate_features,
     event_labels,
+    history_features,
     tag_novelty,
 )
 from shortrec.ranking.metrics import auc, ndcg_at_k
@@ -350,3 +352,79 @@ def test_training_is_deterministic_and_ablations_run(world: Any) -> None:
         model, *_, m = fit_model(ev, videos, RankerConfig(**{**small, **kw}), seed=0)  # type: ignore[arg-type]
         assert np.isfinite(m["valid_ndcg@10"])
         assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_serving_statistics_table_and_features_equal_the_general_path(
+    bundle: tuple[Path, dict[str, Any]],
+) -> None:
+    art, _ = bundle
+    pred = Predictor.load(art, backend="torch")
+    n = pred.videos.n_videos
+    table = pred.stats.latest_table(n)
+    want = pred.stats.features(np.arange(n)[None, :], np.array([END_OF_TIME]))[0]
+    np.testing.assert_array_equal(table[:n], want)
+    np.testing.assert_array_equal(table[-1], 0.0)  # row -1: padding
+    np.testing.assert_array_equal(pred.latest_stats([4, -1, 2]), table[[4, n, 2]])
+    with pytest.raises(RankerDataError, match="video_idx"):
+        pred.latest_stats([n])
+    # the serving feature path (stats by lookup, no-op masks skipped) equals explicit stats
+    rng = np.random.default_rng(3)
+    hist = History(
+        video_idx=rng.integers(0, n, 25),
+        ts_us=T0 + rng.permutation(25) * 10**7,
+        watch_ratio=np.where(rng.random(25) < 0.2, np.nan, rng.random(25)).astype(np.float32),
+        skipped=rng.random(25) < 0.3,
+        liked=rng.random(25) < 0.1,
+        request_us=T0 + 10**9,
+    )
+    sets = [rng.integers(0, n, 40), rng.integers(0, n, 7)]  # the second one is padded
+    plain = pred._features([hist, History.empty(T0)], [CandidateSet(v) for v in sets])
+    explicit = pred._features(
+        [hist, History.empty(T0)],
+        [
+            CandidateSet(v, stats=pred.stats.features(v[None, :], np.array([END_OF_TIME]))[0])
+            for v in sets
+        ],
+    )
+    assert plain.keys() == explicit.keys()
+    for k in plain:
+        assert plain[k].dtype == explicit[k].dtype
+        np.testing.assert_array_equal(plain[k], explicit[k])
+
+
+def test_padding_is_zeroed_and_full_rows_are_unchanged() -> None:
+    cfg = RankerConfig(max_tags=3)
+    vt = VideoTable(
+        video=np.array([1, 2, 3], np.int64),
+        tags=np.array([[1, 2, 0], [3, 0, 0], [2, 3, 4]], np.int64),
+        creator=np.array([1, 1, 2], np.int64),
+        duration=np.array([1, 2, 3], np.int64),
+        upload_us=np.array([T0, -1, T0 - 3_600_000_000], np.int64),
+        category=np.array([0, 1, -1], np.int64),
+        n_tags=4,
+        n_video_buckets=3,
+        n_creator_buckets=2,
+        n_duration_buckets=4,
+    )
+    vid = np.array([[0, 2, 1], [2, -1, -1]])
+    req = np.array([T0 + 3_600_000_000, T0])
+    stats = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    src = np.ones((2, 3, 2), np.float32)
+    padded = candidate_features(vt, vid, req, stats, src)
+    full = candidate_features(vt, vid[:, :1], req, stats[:, :1], src[:, :1])
+    for k, v in padded.items():
+        assert v.dtype == full[k].dtype
+        np.testing.assert_array_equal(v[:, :1], full[k])  # rows without padding: unchanged
+        np.testing.assert_array_equal(v[1, 1:], 0)  # padding: zeros
+    assert padded["cand_video"].dtype == np.int64 and padded["cand_num"].dtype == np.float32
+    np.testing.assert_allclose(padded["cand_num"][0, 0, 0], np.log1p(1.0) / 8.0)
+    hv = np.array([[-1, 0, 2]])
+    wr = np.array([[np.nan, np.nan, 0.5]], np.float32)
+    z = np.zeros((1, 3), np.float32)
+    h = history_features(vt, hv, wr, z, z, z, cfg)
+    np.testing.assert_array_equal(h["hist_action"][0, 0], 0.0)  # NaN of a padded slot: zeroed
+    np.testing.assert_array_equal(h["hist_tags"][0], [[0, 0, 0], [1, 2, 0], [2, 3, 4]])
+    assert h["hist_action"].dtype == np.float32 and h["hist_video"].dtype == np.int64
+    h_full = history_features(vt, hv[:, 1:], wr[:, 1:], z[:, 1:], z[:, 1:], z[:, 1:], cfg)
+    for k, v in h_full.items():
+        np.testing.assert_array_equal(h[k][:, 1:], v)

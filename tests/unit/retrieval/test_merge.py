@@ -84,3 +84,68 @@ def test_merge_properties(lists: list[list[int]], seen: list[int], total: int) -
     assert np.all(np.diff(m.score) <= 0)
     for i, v in enumerate(out):  # provenance is exactly the sources that proposed it
         assert set(m.sources_of(i)) == {n for n, vs in zip(names, lists, strict=True) if v in vs}
+
+
+def _reference_merge(
+    lists: list[Candidates],
+    quotas: dict[str, float],
+    total: int,
+    seen: list[int],
+    rrf_k: float,
+) -> tuple[list[int], list[float], list[int]]:
+    """The merge written plainly, one source and one video at a time (the fast path must
+    give the same videos, float32 scores and provenance bits, in the same order)."""
+    names = [c.source for c in lists]
+    kept: list[list[int]] = []
+    for c in lists:
+        out: list[int] = []
+        for v in c.video_idx.tolist():
+            if v not in out and v not in seen:
+                out.append(v)
+        kept.append(out)
+    if total <= 0 or not any(kept):
+        return [], [], []
+    fused: dict[int, float] = {}
+    for w_of in (lambda n: quotas.get(n, 0.0), lambda n: 1e-9):  # two passes, as documented
+        for name, vs in zip(names, kept, strict=True):
+            for r, v in enumerate(vs, start=1):
+                fused[v] = fused.get(v, 0.0) + w_of(name) / (rrf_k + float(r))
+    bits = {v: sum(1 << b for b, vs in enumerate(kept) if v in vs) for v in fused}
+    slots = quota_slots({n: quotas.get(n, 0.0) for n in names}, total)
+    taken: list[int] = []
+    for i in sorted(range(len(names)), key=lambda i: -quotas.get(names[i], 0.0)):
+        want = max(0, min(slots[names[i]], total - len(taken)))
+        taken.extend([v for v in kept[i] if v not in taken][:want])
+    by_score = sorted(fused, key=lambda v: (-fused[v], v))
+    taken.extend([v for v in by_score if v not in taken][: total - len(taken)])
+    page = [v for v in by_score if v in taken]
+    return page, [float(np.float32(fused[v])) for v in page], [bits[v] for v in page]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lists=st.lists(st.lists(st.integers(0, 60), max_size=40), min_size=0, max_size=5),
+    seen=st.lists(st.integers(0, 60), max_size=30),
+    total=st.integers(0, 60),
+    weights=st.lists(st.sampled_from([0.0, 0.1, 0.15, 0.2, 0.45, 1.0]), min_size=5, max_size=5),
+    rrf_k=st.sampled_from([0.0, 1.0, 60.0]),
+    unweighted=st.integers(0, 5),
+)
+def test_merge_equals_the_plain_reference(
+    lists: list[list[int]],
+    seen: list[int],
+    total: int,
+    weights: list[float],
+    rrf_k: float,
+    unweighted: int,
+) -> None:
+    # duplicates inside a list, seen videos, empty lists and sources without a quota included
+    names = ["explore", "fresh", "tags", "trending", "two_tower"][: len(lists)]
+    cands = [_c(n, v) for n, v in zip(names, lists, strict=True)]
+    quotas = {n: weights[i] for i, n in enumerate(names) if i != unweighted}
+    m = merge(cands, quotas, total, seen, rrf_k)
+    vids, scores, bits = _reference_merge(cands, quotas, total, seen, rrf_k)
+    assert m.video_idx.tolist() == vids
+    assert m.score.tolist() == scores
+    assert m.sources.tolist() == bits
+    assert m.source_names == tuple(names)

@@ -92,3 +92,32 @@ def test_training_rejects_bad_input(world: World, config: RetrievalConfig) -> No
     none = world.events.with_columns(pl.lit(True).alias(S.SKIPPED))
     with pytest.raises(S.BadInput, match="no positive"):
         train_two_tower(none, none, world.videos, world.users, config.two_tower, pos)
+
+
+def test_numpy_user_tower_matches_the_torch_module(trained: TrainedTwoTower) -> None:
+    rng = np.random.default_rng(0)
+    v = trained.vocab
+    pad = v.n_videos
+    length = trained.config.history_len
+    hist = rng.integers(0, v.n_videos, size=(64, length))
+    n_pad = rng.integers(0, length + 1, size=64)  # from full histories to empty ones
+    hist[np.arange(length)[None, :] < n_pad[:, None]] = pad
+    sizes = (len(v.regions) + 1, len(v.age_buckets) + 1, len(v.devices) + 1)
+    prof = np.stack([rng.integers(0, s, 64) for s in sizes], axis=1)
+    with torch.inference_mode():
+        want = trained.model.user(torch.from_numpy(hist), torch.from_numpy(prof)).numpy()
+    got = trained.user_embeddings(hist, prof)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    one = trained.user_embedding([3, 1, 4, 10**9, -5], "US", None, "ios")  # unknown ids dropped
+    np.testing.assert_allclose(np.linalg.norm(one), 1.0, rtol=1e-5)
+    with torch.inference_mode():
+        ref = trained.model.user(
+            torch.from_numpy(left_pad([3, 1, 4], length, pad)[None, :]),
+            torch.from_numpy(trained.profile_codes("US", None, "ios")[None, :]),
+        )[0].numpy()
+    np.testing.assert_allclose(one, ref, atol=1e-5)
+    with pytest.raises(IndexError):
+        trained.user_embeddings(np.full((1, length), pad + 1), prof[:1])
+    with pytest.raises(IndexError):
+        trained.user_embeddings(hist[:1], np.array([[0, 0, sizes[2]]]))
