@@ -50,7 +50,6 @@ from shortrec.monitoring.drift import (
     VIDEO_AGE_HOURS,
     DriftMonitor,
 )
-from shortrec.ranking.batches import END_OF_TIME
 from shortrec.ranking.predictor import CandidateSet, History
 from shortrec.rerank import rerank
 from shortrec.retrieval.merge import merge
@@ -440,8 +439,7 @@ class FeedService:
             served = vids[order]
             served = served[served < bundle.catalogue.n_bundle]
             if served.shape[0]:
-                stats = pred.stats.features(served[None, :], np.array([END_OF_TIME]))[0]
-                values[CANDIDATE_ENGAGE_RATE] = stats[:, 0]
+                values[CANDIDATE_ENGAGE_RATE] = pred.latest_stats(served)[:, 0]
         for name, v in values.items():
             if name in have:
                 mon.observe(name, v)
@@ -813,7 +811,12 @@ class FeedService:
         else:
             quotas = ov.source_quotas if ov.source_quotas is not None else mcfg.quotas
         total = self.config.n_candidates
-        slack = min(int(np.unique(req.seen).shape[0]), mcfg.seen_slack)
+        n_seen = req.seen.shape[0]
+        if n_seen > mcfg.seen_slack:  # only the distinct count matters, up to the slack
+            n_seen = int(np.unique(req.seen).shape[0])
+        elif n_seen > 1:
+            n_seen = len(set(req.seen.tolist()))
+        slack = min(n_seen, mcfg.seen_slack)
         deadline = time.perf_counter() + timer.left(self.config.deadline_sources_ms / 1e3)
         lists: list[Candidates] = []
         for name, q in quotas.items():
@@ -937,14 +940,20 @@ class FeedService:
         if fresh.shape[0] == 0:
             return order
         newest = fresh[np.lexsort((merged.video_idx[fresh], -meta.upload_us[fresh]))][:want]
-        missing = newest[~np.isin(newest, order)]
-        if missing.shape[0] == 0:
+        # pages are short (n <= 100): Python sets beat np.isin's sorting here
+        on_page = set(order.tolist())
+        new_list = newest.tolist()
+        missing = [i for i in new_list if i not in on_page]
+        if not missing:
             return order
-        room = max(0, min(n, order.shape[0] + missing.shape[0]) - missing.shape[0])
-        keep = order[np.isin(order, newest)]
-        rest = order[~np.isin(order, newest)][: max(0, room - keep.shape[0])]
-        head = order[np.isin(order, np.concatenate([keep, rest]))]
-        out: npt.NDArray[np.int64] = np.concatenate([head, missing]).astype(np.int64)
+        room = max(0, min(n, order.shape[0] + len(missing)) - len(missing))
+        is_new = set(new_list)
+        page = order.tolist()
+        keep = [i for i in page if i in is_new]
+        rest = [i for i in page if i not in is_new][: max(0, room - len(keep))]
+        chosen = set(keep) | set(rest)
+        head = [i for i in page if i in chosen]
+        out: npt.NDArray[np.int64] = np.asarray(head + missing, np.int64)
         return out
 
     def _history(self, ctx: RequestContext | None, req: RetrievalRequest, n_known: int) -> History:
