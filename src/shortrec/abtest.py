@@ -79,6 +79,7 @@ from shortrec.config import (
 from shortrec.data import io
 from shortrec.data.world import US_PER_DAY, US_PER_S, SessionState, World
 from shortrec.experiments import analysis as A
+from shortrec.experiments import collect as C
 from shortrec.experiments import logs as L
 from shortrec.experiments import stats as st
 from shortrec.experiments.assignment import ExperimentSet, arm_edges, buckets
@@ -106,6 +107,8 @@ EXPERIMENTS_FILE, SIMULATION_FILE, VALIDATION_FILE = (
     "validation.json",
 )
 PART = "part-00000.parquet"
+#: what :func:`collect_logs` writes: one part per table, the user vocabulary, its counters
+COLLECT_PART, USERS_FILE, COLLECT_FILE = "part-0.parquet", "users.parquet", "collect.json"
 # simulated ids live far above any dataset's, so they never collide with published history
 _ID_BASE = 1 << 40
 # a postponed session start waits this long before trying again (the user was still busy)
@@ -1226,3 +1229,65 @@ def analyze_logs(logs: Path, experiment: str, out: Path) -> dict[str, Any]:
     summary["aa"] = isinstance(decl, ExperimentConfig) and is_aa(decl)
     out_doc: dict[str, Any] = A._finite(summary)
     return out_doc
+
+
+def collect_logs(
+    log_dir: Path, art: Path, out: Path, experiments: Path | None = None
+) -> dict[str, Any]:
+    """Turn a serving log directory (``ServingConfig.exposure_log_dir``: every worker's
+    ``exposures-*.jsonl`` and ``outcomes-*.jsonl``) into a logs directory for
+    :func:`analyze_logs`, written atomically (the whole of ``out`` or nothing)::
+
+        OUT/exposures/part-0.parquet   experiments.logs.EXPOSURES
+        OUT/events/part-0.parquet      schema.EVENTS (the applied outcome events)
+        OUT/users.parquet              schema.VOCAB: user_idx -> the service's user_id
+        OUT/experiments.toml           a copy of ``experiments`` (when given)
+        OUT/collect.json               the counters returned
+
+    Video categories come from the catalogue of bundle ``art`` (the one served). Mapping
+    rules and counters: ``experiments/collect.py``. Raises ``BadInput`` naming the file, line
+    and field of a malformed log line, a bad bundle or experiments file.
+    """
+    exps_text, exps = None, None
+    if experiments is not None:
+        try:
+            exps_text = Path(experiments).read_text()
+        except OSError as e:
+            raise S.BadInput(f"{experiments}: cannot read experiments file: {e}") from e
+        exps = parse_experiments(exps_text, str(experiments))
+    logs = C.read_service_logs(Path(log_dir))
+    art = Path(art)
+    if not art.is_dir():
+        raise S.BadInput(f"{art}: artifact bundle directory not found")
+    catalogue = Bundle.load(art).catalogue
+    tables = C.build_tables(logs, lambda v: catalogue.meta(v).category)
+    summary: dict[str, Any] = {
+        "logs": str(log_dir),
+        "out": str(out),
+        "artifacts": str(art),
+        **tables.stats,
+    }
+    if exps is not None:
+        seen = set(tables.stats["config_versions"])
+        summary["experiments"] = str(experiments)
+        summary["config_version"] = exps.version
+        # pages served under another declaration (or none) than the file given
+        summary["pages_other_config_version"] = sum(
+            n for v, n in tables.stats["config_versions"].items() if v != exps.version
+        )
+        if seen != {exps.version}:
+            log.warning(
+                "%s: pages were served under config versions %s, the file is %s",
+                log_dir,
+                sorted(seen),
+                exps.version,
+            )
+    with io.atomic_dir(Path(out)) as tmp:
+        for sub, df in (("exposures", tables.exposures), ("events", tables.events)):
+            (tmp / sub).mkdir()
+            df.write_parquet(tmp / sub / COLLECT_PART, compression="zstd")
+        tables.users.write_parquet(tmp / USERS_FILE)
+        if exps_text is not None:
+            (tmp / EXPERIMENTS_FILE).write_text(exps_text)
+        (tmp / COLLECT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -235,6 +235,28 @@ def abtest_analyze(
     _print_summary(_run(lambda: abtest.analyze_logs(logs, experiment, out_dir)))
 
 
+@abtest_app.command("collect")
+def abtest_collect(
+    log_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="The service's exposure_log_dir (exposures-*.jsonl, outcomes-*.jsonl)."
+        ),
+    ],
+    artifacts: Artifacts = Path("artifacts"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Logs directory to write.")] = Path(
+        "abtest-logs"
+    ),
+    experiments: Annotated[
+        Path | None, typer.Option(help="Experiments file in force (copied as experiments.toml).")
+    ] = None,
+) -> None:
+    """Turn the serving exposure and outcome logs into a logs directory for `abtest analyze`."""
+    from shortrec import abtest
+
+    _print_summary(_run(lambda: abtest.collect_logs(log_dir, artifacts, out_dir, experiments)))
+
+
 @app.command()
 def validate(
     data_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Dataset directory.")],

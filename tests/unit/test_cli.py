@@ -24,6 +24,7 @@ COMMANDS = [
     "train ranker",
     "abtest simulate",
     "abtest analyze",
+    "abtest collect",
 ]
 
 

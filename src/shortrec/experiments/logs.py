@@ -10,6 +10,12 @@
 
 Column names not already in :mod:`shortrec.schema` are spelled here (``rank``, ``arms``,
 ``experiment``, ``arm``, ``config_version``).
+
+The service writes both logs as JSON lines first (``serving/exposure.py``: one
+``exposures-<pid>.jsonl`` line per served page, one ``outcomes-<pid>.jsonl`` line per newly
+applied event, per worker process); ``experiments/collect.py`` turns those files into the
+tables above. The file names and the JSON keys that differ from column names are spelled here
+too, so writer and reader share one spelling.
 """
 
 from __future__ import annotations
@@ -130,3 +136,21 @@ def check_columns(
             problems.append(f"{name}: dtype {have[name]}, expected {want}")
     if problems:
         raise LogSchemaError(f"{source}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- the service's JSON-lines logs
+#: ``<dir>/exposures-<pid>.jsonl``: one line per served page
+EXPOSURE_LOG_PREFIX = "exposures-"
+#: ``<dir>/outcomes-<pid>.jsonl``: one line per newly applied outcome event
+OUTCOME_LOG_PREFIX = "outcomes-"
+LOG_SUFFIX = ".jsonl"
+#: JSON keys of the log lines that are not column names
+USER_ID = "user_id"
+TS_US = "ts_us"
+ITEMS = "items"
+MODEL_VERSION = "model_version"
+
+
+def log_glob(prefix: str) -> str:
+    """Glob of every worker's file of one log (``prefix`` one of the ``*_LOG_PREFIX``)."""
+    return f"{prefix}*{LOG_SUFFIX}"

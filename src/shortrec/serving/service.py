@@ -56,7 +56,7 @@ from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
 from shortrec.serving.api import EventIn, VideoIn
 from shortrec.serving.batcher import RankBatcher
-from shortrec.serving.exposure import ExposureLog
+from shortrec.serving.exposure import ExposureLog, OutcomeLog, outcome_record
 from shortrec.serving.metrics import NO_ARM, Metrics, observe_many
 from shortrec.serving.names import CatalogueNames, VideoInfo, describe, load_names
 from shortrec.serving.snapshot import Bundle
@@ -294,9 +294,10 @@ class FeedService:
         self._events_lock = threading.Lock()
         self._consumer = f"serve-{os.getpid()}-{secrets.token_hex(3)}"
         self._drift = self._monitor(bundle)
-        self._exposures = (
-            ExposureLog(Path(config.exposure_log_dir)) if config.exposure_log_dir else None
-        )
+        log_dir = Path(config.exposure_log_dir) if config.exposure_log_dir else None
+        # the experiment logs: served pages and the outcomes applied (serving/exposure.py)
+        self._exposures = ExposureLog(log_dir) if log_dir is not None else None
+        self._outcomes = OutcomeLog(log_dir) if log_dir is not None else None
         # arm bundles: experiments switch the whole model (retrieval + ranker) per arm
         self._arm_bundles: dict[str, Bundle] = {
             label: Bundle.load(Path(path), catalogue_from=bundle, rank_threads=config.rank_threads)
@@ -374,6 +375,8 @@ class FeedService:
         self._batcher.close()
         if self._exposures is not None:
             self._exposures.close()
+        if self._outcomes is not None:
+            self._outcomes.close()
 
     def _maintain(self) -> None:
         cfg = self.config
@@ -1100,7 +1103,9 @@ class FeedService:
 
         Raises :class:`EventValidationError` (nothing queued) when any event is invalid,
         :class:`ServiceUnavailable` when the store cannot queue them (nothing acknowledged).
-        Replays (same user and ``event_id``) are acknowledged and change nothing.
+        Replays (same user and ``event_id``) are acknowledged and change nothing. With
+        ``exposure_log_dir`` set, the batch's new events go to the outcome log (one write;
+        ``serving/exposure.py``), replays do not.
         """
         cfg = self.config
         now = self.clock() if now_us is None else now_us
@@ -1157,15 +1162,22 @@ class FeedService:
                 m.events_rejected.labels("store_unavailable").inc(len(events))
                 raise ServiceUnavailable(f"events not queued: {e}") from e
         applied = 0
+        replayed = False  # the store recognised every event of the batch as already applied
         if store_events:
             try:
                 applied = self._store("apply_events", lambda: self.store.apply_events(store_events))
                 dups = pre_dups + len(store_events) - applied
+                replayed = applied == 0
             except StoreError:
                 # queued durably: the drainer applies them once the store answers again
                 dups = pre_dups
         else:
             dups = pre_dups
+        if self._outcomes is not None and store_events and not replayed:
+            # a batch the store saw whole before (a retry that reached another worker) is not
+            # logged again; a partly replayed one is logged whole (collect keeps an event's
+            # first line). A failed write fails the request like a failed exposure line.
+            self._log_outcomes(events, fresh_idx, store_events)
         with self._events_lock:
             for key in ((events[i].user_id, events[i].event_id) for i in fresh_idx):
                 self._recent_events[key] = None
@@ -1197,6 +1209,31 @@ class FeedService:
             if likes:
                 m.likes.labels(label).inc(likes)
         return IngestResult(len(events), len(store_events), applied, dups)
+
+    def _log_outcomes(
+        self, events: Sequence[EventIn], fresh_idx: list[int], store_events: list[StoreEvent]
+    ) -> None:
+        """One outcome-log line per new event of the batch, written in one call."""
+        sink = self._outcomes
+        if sink is None:
+            return
+        sink.write_many(
+            outcome_record(
+                sev.event_id,
+                events[i].request_id,
+                sev.user_id,
+                sev.session_id,
+                sev.video_idx,
+                sev.ts_us,
+                events[i].watch_time_s,
+                sev.watch_ratio,
+                sev.skipped,
+                sev.liked,
+                sev.shared,
+                sev.followed,
+            )
+            for i, sev in zip(fresh_idx, store_events, strict=True)
+        )
 
     def _store_event(self, ev: EventIn, ts_us: int, bundle: Bundle) -> StoreEvent:
         wr = ev.watch_ratio
