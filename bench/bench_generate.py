@@ -4,11 +4,12 @@
 presets (``--quick``: small only; ``--large`` adds ``large``, minutes) into
 ``bench/.work/generate``, each in a fresh subprocess so that peak RSS is per preset, and writes
 ``bench/results/generate.json`` with flat metrics ``{preset}_events_per_s``,
-``{preset}_seconds``, ``{preset}_events``, ``{preset}_workers``, ``{preset}_peak_rss_mb`` (the
-parent), ``{preset}_worker_peak_rss_mb`` (the largest worker process),
-``{preset}_peak_rss_total_mb`` (sampled sum over the parent and its workers: the figure for
-the memory target), and ``{preset}_events_per_cpu_s`` (events per CPU second of all threads
-and worker processes, which other processes on a shared machine do not distort;
+``{preset}_seconds``, ``{preset}_events``, ``{preset}_workers`` (simulating processes: the
+parent and its helpers), ``{preset}_peak_rss_mb`` (the parent, which simulates chunks too),
+``{preset}_worker_peak_rss_mb`` (the largest helper process), ``{preset}_peak_rss_total_mb``
+(sampled sum over the parent and its helpers: the figure for the memory target), and
+``{preset}_events_per_cpu_s`` (events per CPU second of all threads and helper processes,
+which other processes on a shared machine distort less than wall time;
 ``{preset}_load_avg_1m`` records how busy the machine was).
 A tiny warm-up run in the same subprocess keeps import and first-call costs out of the timing.
 """
@@ -52,7 +53,7 @@ def run_one(preset: str, out: Path) -> dict[str, Any]:
         "cpu_seconds": cpu,
         "events_per_cpu_s": events / max(cpu, 1e-9),
         "load_avg_1m": load,
-        # this process alone, the largest worker, and the sampled sum over all of them
+        # this process alone, the largest helper, and the sampled sum over all of them
         "peak_rss_mb": peak_rss_mb(),
         "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "peak_rss_total_mb": max(tree.peak_mb, peak_rss_mb()),

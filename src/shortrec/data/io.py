@@ -66,14 +66,15 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` through a temporary file and a rename."""
+def write_parquet_atomic(df: pl.DataFrame, path: Path, zstd_level: int | None = None) -> None:
+    """Write ``df`` to ``path`` through a temporary file and a rename (zstd compression at
+    ``zstd_level``, the library default when None)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression="zstd", compression_level=zstd_level, statistics=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

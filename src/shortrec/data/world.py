@@ -218,10 +218,27 @@ class World:
             "video_static", lambda: b.w_quality * self.quality - b.w_duration * self.log_duration
         )
 
-    def _cached(self, name: str, fn: Any) -> F32:
-        cache: dict[str, F32] = self.__dict__.setdefault("_cache", {})
+    @property
+    def video_creator_quality(self) -> F32:
+        """``creator_quality`` of each video's creator (V,), cached."""
+        return self._cached("video_creator_quality", lambda: self.creator_quality[self.creator])
+
+    @property
+    def topics_by_slot(self) -> I64:
+        """``video_topics`` transposed (K, V) int64, cached: one contiguous row per mixture
+        slot, so that per-impression gathers are one-dimensional (much faster than gathering
+        (n, K) rows)."""
+        return self._cached("topics_by_slot", lambda: self.video_topics.T, np.int64)
+
+    @property
+    def topic_w_by_slot(self) -> F32:
+        """``video_topic_w`` transposed (K, V), cached (see :attr:`topics_by_slot`)."""
+        return self._cached("topic_w_by_slot", lambda: self.video_topic_w.T)
+
+    def _cached(self, name: str, fn: Any, dtype: Any = np.float32) -> Arr:
+        cache: dict[str, Arr] = self.__dict__.setdefault("_cache", {})
         if name not in cache:
-            cache[name] = np.ascontiguousarray(fn(), dtype=np.float32)
+            cache[name] = np.ascontiguousarray(fn(), dtype=dtype)
         return cache[name]
 
     def videos_available(self, ts_us: int) -> I32:
@@ -238,8 +255,9 @@ class World:
         u = np.asarray(user_idx, dtype=np.int64)
         days = (np.asarray(ts_us, dtype=np.int64) - self.start_us) / US_PER_DAY
         w = np.clip(self.drift_per_day[u] * days, 0.0, 1.0).astype(np.float32)[:, None]
-        a = self.theta_a[u]
-        return (a + w * (self.theta_b[u] - a)).astype(np.float32, copy=False)
+        # np.take(axis=0): row gathers several times faster than fancy indexing
+        a = np.take(self.theta_a, u, axis=0)
+        return (a + w * (np.take(self.theta_b, u, axis=0) - a)).astype(np.float32, copy=False)
 
     # -------------------------------------------------- the response model
     def engagement(
@@ -264,11 +282,19 @@ class World:
         - w_repeat seen``, ``boredom = w_tb bore_topic + w_cb creator_count``.
         """
         b = self.behavior
-        t = self.n_topics
-        topics = self.video_topics[video]  # (..., K)
-        rows = (np.asarray(theta_row, dtype=np.int64) * t)[..., None]  # (..., 1)
-        aff = (theta.ravel()[rows + topics] * self.video_topic_w[video]).sum(-1)  # (...)
-        lat = np.einsum("...d,...d->...", self.z_user[user], self.z_video[video])
+        rows = np.asarray(theta_row, dtype=np.int64) * self.n_topics  # (...)
+        flat = theta.ravel()
+        # sum over the K mixture slots, one slot at a time: 1-d gathers are much faster than
+        # gathering (..., K) blocks, and the additions keep the order of ``.sum(-1)``
+        slot_topic, slot_w = self.topics_by_slot, self.topic_w_by_slot  # (K, V)
+        aff = flat[rows + slot_topic[0][video]] * slot_w[0][video]  # (...)
+        for k in range(1, slot_topic.shape[0]):
+            aff += flat[rows + slot_topic[k][video]] * slot_w[k][video]
+        lat = np.einsum(
+            "...d,...d->...",
+            np.take(self.z_user, user, axis=0),  # (..., d)
+            np.take(self.z_video, video, axis=0),  # (..., d)
+        )
         age_days = np.maximum(np.asarray(ts_us, dtype=np.int64) - self.upload_us[video], 0)
         fresh = np.exp(age_days.astype(np.float32) * np.float32(-1.0 / (b.fresh_days * 86_400e6)))
         boredom = np.float32(b.w_topic_bore) * np.asarray(
@@ -308,7 +334,7 @@ class World:
             p_follow=_sigmoid(
                 np.float32(b.follow_bias)
                 + np.float32(b.follow_slope) * s
-                + np.float32(b.follow_creator) * self.creator_quality[self.creator[video]]
+                + np.float32(b.follow_creator) * self.video_creator_quality[video]
             ),
             duration_s=self.duration_s[video],
         )
@@ -333,7 +359,8 @@ class World:
         skip_t = np.minimum(skip_t, np.nextafter(thr, np.float32(0.0)))
         m = p.m_partial
         partial_t = thr + (dur - thr) * ur ** ((1.0 - m) / m)
-        pr = np.clip(p.p_replay, np.float32(1e-9), np.float32(1.0 - 1e-6))
+        # = np.clip, without its call overhead (this runs once per lockstep step)
+        pr = np.minimum(np.maximum(p.p_replay, np.float32(1e-9)), np.float32(1.0 - 1e-6))
         k = np.floor(np.log(np.maximum(u[:, U_REPLAY], np.float32(1e-30))) / np.log(pr))
         loops = np.float32(1.0) + np.minimum(k, np.float32(b.max_replays))
         # after the last full loop the next one starts playing before the swipe: a fraction

@@ -21,6 +21,7 @@ from shortrec.data.simulator import (
     POLICIES,
     LoggingPolicy,
     World,
+    _row_counts,
     build_world,
     chunk_bounds,
     generate,
@@ -454,3 +455,33 @@ def test_videos_exist_only_after_their_upload(tiny: tuple[Path, dict[str, object
     assert 0 < early.shape[0] < late.shape[0] == w.n_videos
     assert (w.upload_us[early] <= w.start_us).all()
     assert set(early.tolist()) == set(np.flatnonzero(w.upload_us <= w.start_us).tolist())
+
+
+# ---------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("width", [1, 6, 8, 24, 32, 256])
+def test_row_counts_equal_a_plain_sum(width: int) -> None:
+    """The packed-bits count (widths that are multiples of 8) and its fallback both equal
+    ``sum(1)``, up to a full row of 256 (no uint8 overflow)."""
+    rng = np.random.default_rng(width)
+    eq = rng.random((50, width)) < 0.3
+    eq[0] = True
+    eq[1] = False
+    np.testing.assert_array_equal(_row_counts(eq), eq.sum(1))
+    np.testing.assert_array_equal(_row_counts(eq[:, ::-1]), eq.sum(1))  # not C-contiguous
+
+
+def test_weighted_draws_equal_plain_inversion() -> None:
+    """Sorting the keys before the search changes the speed, not the positions drawn."""
+    rng = np.random.default_rng(0)
+    w = rng.lognormal(0.0, 2.0, size=1_000)
+    w[rng.random(1_000) < 0.05] = 0.0  # zero-weight items are never drawn
+    cum = np.concatenate([[0.0], np.cumsum(w)])
+    lo = rng.integers(0, 500, size=5_000)
+    hi = lo + rng.integers(1, 500, size=5_000)
+    u = rng.random(5_000)
+    u[:3] = [0.0, 1.0 - 1e-16, 0.5]
+    x = cum[lo] + u * (cum[hi] - cum[lo])
+    plain = np.clip(np.searchsorted(cum, x, side="right") - 1, lo, hi - 1)
+    got = LoggingPolicy._weighted(cum, lo, hi, u)
+    np.testing.assert_array_equal(got, plain)
+    assert ((got >= lo) & (got < hi)).all()
