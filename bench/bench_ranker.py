@@ -3,8 +3,11 @@
 Scores one request (a 50-event history, encoded once) against 100 / 500 / 1000 candidates with
 the default ranker architecture (random weights: latency does not depend on training), on
 ``threads`` intra-op threads. Reports p50/p99 of the model call for both backends and their
-ratio, the end-to-end ``Predictor.score`` latency (feature building + ONNX call), and the ONNX
-parity (max abs error against PyTorch).
+ratio; the same for the serving form of the model (``ContentRanker``: the videos' content
+embeddings come from a table computed once per bundle, so the graph skips the per-candidate
+embedding gathers and tag pooling), with its ratio to the full model; the end-to-end
+``Predictor.score`` latency (feature building + ONNX call of the serving form), and the ONNX
+parity of both forms (max abs error against PyTorch).
 
     python -m bench.bench_ranker [--quick] [--threads 2]
 """
@@ -25,9 +28,17 @@ from bench.common import peak_rss_mb, work_dir, write_result
 from shortrec import schema as S
 from shortrec.config import RankerConfig
 from shortrec.ranking.batches import VideoStats, VideoTable, event_labels
-from shortrec.ranking.export import example_inputs, export_onnx, parity, to_torch
-from shortrec.ranking.model import INPUT_NAMES, Ranker, Vocab
-from shortrec.ranking.predictor import CandidateSet, History, Predictor
+from shortrec.ranking.export import (
+    content_inputs,
+    example_inputs,
+    export_content_onnx,
+    export_onnx,
+    onnx_session,
+    parity,
+    to_torch,
+)
+from shortrec.ranking.model import CONTENT_INPUT_NAMES, INPUT_NAMES, Ranker, Vocab
+from shortrec.ranking.predictor import CONTENT_ONNX_FILE, CandidateSet, History, Predictor
 
 T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
 
@@ -98,9 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     export_onnx(model, cfg, path)
     export_s = time.perf_counter() - t
-    err = parity(model, cfg, path, shapes=((1, 50, 100), (1, 50, 500), (1, 50, 1000), (8, 50, 64)))
+    shapes = ((1, 50, 100), (1, 50, 500), (1, 50, 1000), (8, 50, 64))
+    err = parity(model, cfg, path, shapes=shapes)
+    full = onnx_session(path, cfg.threads)
+    # the serving form (content embeddings from a per-bundle table; Predictor loads it)
+    export_content_onnx(model, cfg, path.with_name(CONTENT_ONNX_FILE))
+    err_content = parity(model, cfg, path.with_name(CONTENT_ONNX_FILE), shapes=shapes, content=True)
     pred = Predictor(cfg, model, vt, stats, path)
-    metrics: dict[str, Any] = {"onnx_max_abs_error": err, "export_s": round(export_s, 2)}
+    assert pred.content_table is not None
+    metrics: dict[str, Any] = {
+        "onnx_max_abs_error": err,
+        "onnx_content_max_abs_error": err_content,
+        "export_s": round(export_s, 2),
+    }
     hist_len = 50
     hist = History(
         video_idx=rng.integers(0, n_videos, hist_len),
@@ -117,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         x["hist_mask"][:] = True
         feed = {k: x[k] for k in INPUT_NAMES}
         tensors = to_torch(x)
-        onnx50, onnx99 = _percentiles(lambda f=feed: pred.session.run(None, f), reps, warmup)
+        onnx50, onnx99 = _percentiles(lambda f=feed: full.run(None, f), reps, warmup)  # type: ignore[attr-defined]
+        cx = content_inputs(model, x)
+        cfeed = {k: cx[k] for k in CONTENT_INPUT_NAMES}
+        cont50, cont99 = _percentiles(lambda f=cfeed: pred.session.run(None, f), reps, warmup)
 
         def torch_call(ts: tuple[torch.Tensor, ...] = tensors) -> None:
             with torch.inference_mode():
@@ -133,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             {
                 f"onnx_c{c}_p50_ms": round(onnx50, 4),
                 f"onnx_c{c}_p99_ms": round(onnx99, 4),
+                f"onnx_content_c{c}_p50_ms": round(cont50, 4),
+                f"onnx_content_c{c}_p99_ms": round(cont99, 4),
+                f"content_over_full_c{c}_p50_ratio": round(cont50 / onnx50, 3),
                 f"torch_c{c}_p50_ms": round(torch50, 4),
                 f"torch_c{c}_p99_ms": round(torch99, 4),
                 f"torch_over_onnx_c{c}_p50_ratio": round(torch50 / onnx50, 3),
@@ -141,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(
-            f"C={c}: onnx p50 {onnx50:.3f} p99 {onnx99:.3f} ms | torch p50 {torch50:.3f} "
+            f"C={c}: onnx p50 {onnx50:.3f} p99 {onnx99:.3f} ms | content form p50 {cont50:.3f} "
+            f"p99 {cont99:.3f} ms | torch p50 {torch50:.3f} "
             f"p99 {torch99:.3f} ms | predictor.score p50 {e2e50:.3f} p99 {e2e99:.3f} ms",
             flush=True,
         )

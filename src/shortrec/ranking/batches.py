@@ -363,18 +363,26 @@ def history_features(
     """
     mask = video_idx >= 0
     v = np.maximum(video_idx, 0)
-    wr = np.minimum(np.nan_to_num(watch_ratio, nan=1.0), config.complete_cap)
-    action = np.stack(
-        [wr / config.complete_cap, skipped, liked, np.log1p(np.maximum(gap_s, 0.0)) / 16.0], axis=-1
-    )
     return {
         "hist_video": _masked(vt.video[v], mask),
         "hist_tags": _masked(vt.tags[v], mask),
         "hist_creator": _masked(vt.creator[v], mask),
         "hist_duration": _masked(vt.duration[v], mask),
-        "hist_action": _masked(action, mask).astype(np.float32),
+        "hist_action": history_actions(watch_ratio, skipped, liked, gap_s, mask, config),
         "hist_mask": mask,
     }
+
+
+def history_actions(
+    watch_ratio: F32, skipped: F32, liked: F32, gap_s: F32, mask: B8, config: RankerConfig
+) -> F32:
+    """``hist_action`` (B, L, 4) of :func:`history_features` (zero where ``mask`` is False)."""
+    wr = np.minimum(np.nan_to_num(watch_ratio, nan=1.0), config.complete_cap)
+    action = np.stack(
+        [wr / config.complete_cap, skipped, liked, np.log1p(np.maximum(gap_s, 0.0)) / 16.0], axis=-1
+    )
+    out: F32 = _masked(action, mask).astype(np.float32)
+    return out
 
 
 def _masked(values: npt.NDArray[np.generic], mask: B8) -> npt.NDArray[np.generic]:
@@ -431,19 +439,29 @@ def candidate_features(
     """
     v = np.maximum(video_idx, 0)
     mask = video_idx >= 0
+    return {
+        "cand_video": _masked(vt.video[v], mask),
+        "cand_tags": _masked(vt.tags[v], mask),
+        "cand_creator": _masked(vt.creator[v], mask),
+        "cand_duration": _masked(vt.duration[v], mask),
+        "cand_num": candidate_numeric(vt, video_idx, request_us, stats, sources),
+    }
+
+
+def candidate_numeric(
+    vt: VideoTable, video_idx: I64, request_us: I64, stats: F32, sources: F32
+) -> F32:
+    """``cand_num`` (B, C, F) of :func:`candidate_features` (zero on padding)."""
+    v = np.maximum(video_idx, 0)
+    mask = video_idx >= 0
     up = vt.upload_us[v]
     age_h = np.where(up >= 0, (request_us[:, None] - up) / _US_PER_H, 0.0)
     age = np.log1p(np.maximum(age_h, 0.0)) / 8.0
     num = np.concatenate([age[..., None], stats, sources], axis=-1)
     if not mask.all():  # as a product with the int64 mask (float64, like the values)
         num = num * mask.astype(np.int64)[..., None]
-    return {
-        "cand_video": _masked(vt.video[v], mask),
-        "cand_tags": _masked(vt.tags[v], mask),
-        "cand_creator": _masked(vt.creator[v], mask),
-        "cand_duration": _masked(vt.duration[v], mask),
-        "cand_num": num.astype(np.float32),
-    }
+    out: F32 = num.astype(np.float32)
+    return out
 
 
 # ---------------------------------------------------------------- training lists

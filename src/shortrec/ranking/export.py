@@ -15,7 +15,15 @@ import torch
 
 from shortrec.config import RankerConfig
 from shortrec.ranking.batches import Arrays
-from shortrec.ranking.model import INPUT_NAMES, N_CAND_BASE, N_CONTEXT, OUTPUT_NAMES, Ranker
+from shortrec.ranking.model import (
+    CONTENT_INPUT_NAMES,
+    INPUT_NAMES,
+    N_CAND_BASE,
+    N_CONTEXT,
+    OUTPUT_NAMES,
+    ContentRanker,
+    Ranker,
+)
 
 
 def example_inputs(
@@ -57,31 +65,52 @@ def to_torch(inputs: Arrays) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in INPUT_NAMES)
 
 
-def export_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) -> None:
-    """Export ``model`` (put in eval mode) to ``path`` with dynamic batch/history/candidates."""
-    model.eval()
-    ex = example_inputs(
-        model, config, 2, max(2, config.history_len), 3, np.random.default_rng(seed)
-    )
+def content_inputs(model: Ranker, inputs: Arrays) -> Arrays:
+    """:data:`CONTENT_INPUT_NAMES` inputs equivalent to the :data:`INPUT_NAMES` ``inputs``
+    (content embeddings computed by the model's :class:`VideoContent`)."""
+    with torch.inference_mode():
+        model.eval()
+        t = {k: torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in INPUT_NAMES}
+        hist = model.content(t["hist_video"], t["hist_tags"], t["hist_creator"], t["hist_duration"])
+        cand = model.content(t["cand_video"], t["cand_tags"], t["cand_creator"], t["cand_duration"])
+    return {
+        "hist_content": hist.numpy(),
+        "hist_action": inputs["hist_action"],
+        "hist_mask": inputs["hist_mask"],
+        "ctx_num": inputs["ctx_num"],
+        "ctx_cat": inputs["ctx_cat"],
+        "cand_content": cand.numpy(),
+        "cand_num": inputs["cand_num"],
+    }
+
+
+def _export(
+    module: torch.nn.Module,
+    inputs: Arrays,
+    names: tuple[str, ...],
+    config: RankerConfig,
+    path: Path,
+) -> None:
     batch = torch.export.Dim("batch", min=1)
     hist = torch.export.Dim("history", min=1, max=config.history_len)
     cand = torch.export.Dim("candidates", min=1)
     dyn: list[dict[int, torch.export.Dim]] = []
-    for name in INPUT_NAMES:
+    for name in names:
         if name.startswith("hist_"):
             dyn.append({0: batch, 1: hist})
         elif name.startswith("ctx_"):
             dyn.append({0: batch})
         else:
             dyn.append({0: batch, 1: cand})
+    args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in names)
     with warnings.catch_warnings():
         # the exporter warns about axis renaming and deprecations that do not affect the graph
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model,
-            to_torch(ex),
+            module,
+            args,
             dynamo=True,
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=list(OUTPUT_NAMES),
             dynamic_shapes=tuple(dyn),
             optimize=True,
@@ -90,6 +119,27 @@ def export_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) 
         if program is None:
             raise RuntimeError("torch.onnx.export returned no program")
         program.save(str(path))
+
+
+def export_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) -> None:
+    """Export ``model`` (put in eval mode) to ``path`` with dynamic batch/history/candidates."""
+    model.eval()
+    ex = example_inputs(
+        model, config, 2, max(2, config.history_len), 3, np.random.default_rng(seed)
+    )
+    _export(model, ex, INPUT_NAMES, config, path)
+
+
+def export_content_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) -> None:
+    """Export the serving form of ``model`` (:class:`ContentRanker`: content embeddings in,
+    inputs :data:`CONTENT_INPUT_NAMES`) to ``path``."""
+    model.eval()
+    ex = example_inputs(
+        model, config, 2, max(2, config.history_len), 3, np.random.default_rng(seed)
+    )
+    _export(
+        ContentRanker(model).eval(), content_inputs(model, ex), CONTENT_INPUT_NAMES, config, path
+    )
 
 
 def onnx_session(path: Path, threads: int) -> object:
@@ -109,10 +159,11 @@ def parity(
     path: Path,
     seed: int = 0,
     shapes: tuple[tuple[int, int, int], ...] = ((1, 50, 500), (3, 17, 7), (2, 1, 1)),
+    content: bool = False,
 ) -> float:
     """Max abs difference between ONNX Runtime and PyTorch outputs (probs and final) over
     random inputs of the (batch, history, candidates) ``shapes`` (history capped at
-    ``history_len``)."""
+    ``history_len``); ``content=True`` checks a :func:`export_content_onnx` file."""
     model.eval()
     sess = onnx_session(path, config.threads)
     rng = np.random.default_rng(seed)
@@ -121,7 +172,11 @@ def parity(
         ex = example_inputs(model, config, b, max(1, min(h, config.history_len)), c, rng)
         with torch.inference_mode():
             ref = [t.numpy() for t in model(*to_torch(ex))]
-        got = sess.run(None, {k: ex[k] for k in INPUT_NAMES})  # type: ignore[attr-defined]
+        if content:  # the serving form: content embeddings in, the same outputs expected
+            feeds = content_inputs(model, ex)
+            got = sess.run(None, {k: feeds[k] for k in CONTENT_INPUT_NAMES})  # type: ignore[attr-defined]
+        else:
+            got = sess.run(None, {k: ex[k] for k in INPUT_NAMES})  # type: ignore[attr-defined]
         for r, g in zip(ref, got, strict=True):
             worst = max(worst, float(np.abs(np.asarray(g) - r).max()))
     return worst

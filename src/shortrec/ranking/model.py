@@ -49,6 +49,16 @@ HISTORY_INPUTS = (
 CANDIDATE_INPUTS = ("cand_video", "cand_tags", "cand_creator", "cand_duration", "cand_num")
 INPUT_NAMES = HISTORY_INPUTS + CANDIDATE_INPUTS
 OUTPUT_NAMES = ("probs", "final")
+#: inputs of :class:`ContentRanker`: video content embeddings instead of video features
+CONTENT_INPUT_NAMES = (
+    "hist_content",
+    "hist_action",
+    "hist_mask",
+    "ctx_num",
+    "ctx_cat",
+    "cand_content",
+    "cand_num",
+)
 
 
 @dataclass(frozen=True)
@@ -217,9 +227,15 @@ class Ranker(nn.Module):
         cand_num: Tensor,
     ) -> Tensor:
         """Candidates ``(B, C[, T|F])`` against ``encode``'s output -> logits ``(B, C, K)``."""
+        content = self.candidate_content(cand_video, cand_tags, cand_creator, cand_duration)
+        return self.score_content(encoded, content, cand_num)
+
+    def score_content(
+        self, encoded: tuple[Tensor, Tensor, Tensor], content: Tensor, cand_num: Tensor
+    ) -> Tensor:
+        """Like :meth:`score`, from the candidates' content embeddings ``(B, C, d)``."""
         memory, pad, context = encoded
-        query = self.candidate_content(cand_video, cand_tags, cand_creator, cand_duration)
-        query = query + self.cand_num(cand_num)  # (B, C, d)
+        query = content + self.cand_num(cand_num)  # (B, C, d)
         attended, _ = self.target_attention(
             query, memory, memory, key_padding_mask=pad, need_weights=False
         )  # (B, C, d)
@@ -262,3 +278,53 @@ class Ranker(nn.Module):
         )
         logits = self.score(encoded, cand_video, cand_tags, cand_creator, cand_duration, cand_num)
         return self.combine(logits)
+
+
+class ContentRanker(nn.Module):
+    """The serving form of a trained :class:`Ranker`: the same computation from the videos'
+    content embeddings instead of their features (inputs :data:`CONTENT_INPUT_NAMES`).
+
+    A video's content embedding (id, tags, creator, duration) does not depend on the request,
+    so serving looks it up in a table computed once per bundle (:meth:`content_table`) and
+    the exported graph skips the embedding gathers and tag pooling of every candidate.
+    Padding rows are zero vectors, exactly what :class:`VideoContent` gives padding inputs.
+    """
+
+    def __init__(self, ranker: Ranker) -> None:
+        super().__init__()
+        self.ranker = ranker
+
+    def forward(
+        self,
+        hist_content: Tensor,
+        hist_action: Tensor,
+        hist_mask: Tensor,
+        ctx_num: Tensor,
+        ctx_cat: Tensor,
+        cand_content: Tensor,
+        cand_num: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """:data:`CONTENT_INPUT_NAMES` -> ``(probs (B, C, K), final (B, C))``."""
+        r = self.ranker
+        encoded = r.history(hist_content, hist_action, hist_mask, ctx_num, ctx_cat)
+        return r.combine(r.score_content(encoded, cand_content, cand_num))
+
+    @torch.inference_mode()
+    def content_table(
+        self, video: Tensor, tags: Tensor, creator: Tensor, duration: Tensor, chunk: int = 65_536
+    ) -> Tensor:
+        """Content embeddings of n videos from their features ``(n[, T])`` -> ``(n + 1, d)``;
+        the last row (index -1) is the zero padding row."""
+        self.ranker.eval()
+        n = int(video.shape[0])
+        parts = [
+            self.ranker.content(
+                video[i : i + chunk],
+                tags[i : i + chunk],
+                creator[i : i + chunk],
+                duration[i : i + chunk],
+            )
+            for i in range(0, n, chunk)
+        ]
+        d = self.ranker.cand_num.out_features
+        return torch.cat([*parts, torch.zeros(1, d)], dim=0)

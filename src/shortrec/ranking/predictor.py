@@ -28,15 +28,19 @@ from shortrec.ranking.batches import (
     VideoStats,
     VideoTable,
     candidate_features,
+    candidate_numeric,
     context_features,
+    history_actions,
     history_features,
 )
 from shortrec.ranking.export import onnx_session, to_torch
-from shortrec.ranking.model import INPUT_NAMES, Ranker, Vocab
+from shortrec.ranking.model import CONTENT_INPUT_NAMES, INPUT_NAMES, ContentRanker, Ranker, Vocab
 
 COMPONENT = "ranker"
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
+#: the serving form of the model (content embeddings in, see ``model.ContentRanker``)
+CONTENT_ONNX_FILE = "model_content.onnx"
 VIDEOS_FILE = "videos.npz"
 STATS_FILE = "stats.npz"
 META_FILE = "meta.json"
@@ -116,24 +120,48 @@ class Predictor:
         # statistics after every training event, per video (row -1: padding, zeros)
         self._latest = stats.latest_table(videos.n_videos)
         self.session: Any = None
+        #: (n_videos + 1, d) content embeddings (row -1: padding) when ``session`` runs the
+        #: content form of the model (``CONTENT_ONNX_FILE`` next to ``onnx_path``)
+        self.content_table: F32 | None = None
         if onnx_path is not None and config.backend == "onnx" and onnx_path.is_file():
+            content_path = onnx_path.with_name(CONTENT_ONNX_FILE)
             try:
-                self.session = onnx_session(onnx_path, config.threads)
+                if content_path.is_file():
+                    self.session = onnx_session(content_path, config.threads)
+                    self.content_table = self._content_table()
+                else:  # a bundle from before the content form: the full model
+                    self.session = onnx_session(onnx_path, config.threads)
             except ImportError:  # onnxruntime missing: the declared fallback is PyTorch
                 self.session = None
+                self.content_table = None
+
+    def _content_table(self) -> F32:
+        vt = self.videos
+        v = np.arange(vt.n_videos, dtype=np.int64)
+        table = ContentRanker(self.model).content_table(
+            torch.from_numpy(np.ascontiguousarray(vt.video[v], dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(vt.tags[v], dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(vt.creator[v], dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(vt.duration[v], dtype=np.int64)),
+        )
+        out: F32 = np.ascontiguousarray(table.numpy(), dtype=np.float32)
+        return out
 
     @property
     def backend(self) -> str:
         return "onnx" if self.session is not None else "torch"
 
     @staticmethod
-    def load(art: Path, backend: str | None = None) -> Predictor:
-        """Load the "ranker" component of bundle ``art``; ``backend`` overrides the config's."""
+    def load(art: Path, backend: str | None = None, threads: int | None = None) -> Predictor:
+        """Load the "ranker" component of bundle ``art``; ``backend`` and ``threads`` (ONNX
+        Runtime intra-op threads) override the config's."""
         path = component_dir(art, COMPONENT)
         entry = read_manifest(art)["components"][COMPONENT]
         cfg = RankerConfig.model_validate(entry["config"])
         if backend is not None:
             cfg = cfg.model_copy(update={"backend": backend})
+        if threads is not None:
+            cfg = cfg.model_copy(update={"threads": threads})
         meta_path = path / META_FILE
         for name in (META_FILE, MODEL_FILE, VIDEOS_FILE, STATS_FILE):
             if not (path / name).is_file():
@@ -217,6 +245,18 @@ class Predictor:
                 st[i, :m] = t_arr
             else:
                 st[i, :m] = self._latest[cvid]
+        table = self.content_table
+        if table is not None:  # the content form: embeddings looked up, not computed
+            mask = hv >= 0
+            out = {
+                "hist_content": table[hv],  # row -1 = padding
+                "hist_action": history_actions(hwr, hsk, hlk, gap, mask, cfg),
+                "hist_mask": mask,
+            }
+            out.update(context_features(n_hist, pos, in_sess, skip_rate, req, prof))
+            out["cand_content"] = table[cv]
+            out["cand_num"] = candidate_numeric(self.videos, cv, req, st, src)
+            return out
         out = history_features(self.videos, hv, hwr, hsk, hlk, gap, cfg)
         out.update(context_features(n_hist, pos, in_sess, skip_rate, req, prof))
         out.update(candidate_features(self.videos, cv, req, st, src))
@@ -234,8 +274,11 @@ class Predictor:
     def run(self, inputs: Arrays) -> tuple[F32, F32]:
         """Raw model call on prepared inputs -> ``(probs (B, C, K), final (B, C))``."""
         if self.session is not None:
-            probs, final = self.session.run(None, {k: inputs[k] for k in INPUT_NAMES})
+            names = CONTENT_INPUT_NAMES if "cand_content" in inputs else INPUT_NAMES
+            probs, final = self.session.run(None, {k: inputs[k] for k in names})
             return np.asarray(probs, np.float32), np.asarray(final, np.float32)
+        if "cand_content" in inputs:
+            raise RankerDataError("content-form inputs need the ONNX session")
         with torch.inference_mode():
             p, f = self.model(*to_torch(inputs))
         return p.numpy(), f.numpy()

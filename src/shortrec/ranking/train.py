@@ -34,7 +34,7 @@ from shortrec.ranking.batches import (
     build_lists,
     event_labels,
 )
-from shortrec.ranking.export import export_onnx, parity, to_torch
+from shortrec.ranking.export import export_content_onnx, export_onnx, parity, to_torch
 from shortrec.ranking.losses import (
     embedding_similarity,
     intra_list_diversity,
@@ -44,6 +44,7 @@ from shortrec.ranking.losses import (
 from shortrec.ranking.metrics import auc, ndcg_at_k
 from shortrec.ranking.model import Ranker, Vocab
 from shortrec.ranking.predictor import (
+    CONTENT_ONNX_FILE,
     META_FILE,
     MODEL_FILE,
     ONNX_FILE,
@@ -293,7 +294,8 @@ def train_ranker(
 ) -> dict[str, Any]:
     """Train, export and publish the "ranker" component of bundle ``art``; returns metrics.
 
-    Files: ``model.pt`` (state dict), ``model.onnx`` (when ``export_onnx``), ``videos.npz``,
+    Files: ``model.pt`` (state dict), ``model.onnx`` and ``model_content.onnx`` (the serving
+    form, see :class:`ContentRanker`; both when ``export_onnx``), ``videos.npz``,
     ``stats.npz``, ``meta.json``, ``checkpoint.pt`` (best epoch with optimizer state). Raises
     ``RuntimeError`` if the ONNX outputs differ from PyTorch by more than ``parity_tol``.
     """
@@ -327,5 +329,13 @@ def train_ranker(
             metrics["onnx_max_abs_error"] = err
             if err > config.parity_tol:
                 raise RuntimeError(f"ONNX parity {err:.3g} exceeds tolerance {config.parity_tol}")
+            # the serving form (content embeddings in), held to the same tolerance
+            export_content_onnx(model, config, path / CONTENT_ONNX_FILE, seed)
+            err = parity(model, config, path / CONTENT_ONNX_FILE, seed, content=True)
+            metrics["onnx_content_max_abs_error"] = err
+            if err > config.parity_tol:
+                raise RuntimeError(
+                    f"ONNX (content form) parity {err:.3g} exceeds tolerance {config.parity_tol}"
+                )
         info["metrics"] = {k: v for k, v in metrics.items() if k != "history"}
     return metrics

@@ -22,9 +22,7 @@ import polars as pl
 from shortrec import schema as S
 from shortrec.artifacts import BundleError, component_dir, read_manifest
 from shortrec.monitoring.drift import REFERENCE_COMPONENT, Reference, load_reference
-from shortrec.ranking.export import onnx_session
-from shortrec.ranking.predictor import COMPONENT as RANKER_COMPONENT
-from shortrec.ranking.predictor import ONNX_FILE, CandidateSet, History, Predictor
+from shortrec.ranking.predictor import CandidateSet, History, Predictor
 from shortrec.retrieval.model import RetrievalModel
 from shortrec.store import ScoredRows, Snapshot
 
@@ -165,10 +163,7 @@ class Bundle:
             raise BundleError(f"{art / 'manifest.json'}: no model_version (empty bundle?)")
         try:
             retrieval = RetrievalModel.load(art)
-            predictor = Predictor.load(art)
-            if predictor.session is not None and rank_threads is not None:
-                onnx = component_dir(art, RANKER_COMPONENT) / ONNX_FILE
-                predictor.session = onnx_session(onnx, rank_threads)
+            predictor = Predictor.load(art, threads=rank_threads)
         except BundleError:
             raise
         except Exception as e:  # unreadable files of any kind make a bad bundle, not a 500

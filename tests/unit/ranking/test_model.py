@@ -161,3 +161,34 @@ def test_diversity_loss_ignores_padding_and_short_lists() -> None:
 def test_config_rejects_unknown_tasks() -> None:
     with pytest.raises(ValueError, match="tasks"):
         RankerConfig(tasks=("engage", "watch"))
+
+
+def test_content_form_equals_the_full_model() -> None:
+    """ContentRanker on content embeddings (looked up from its table) gives the full model's
+    outputs, padding included."""
+    from shortrec.ranking.export import content_inputs
+    from shortrec.ranking.model import CONTENT_INPUT_NAMES, ContentRanker
+
+    model, cfg = _model()
+    x = example_inputs(model, cfg, 3, 12, 9, np.random.default_rng(3))
+    with torch.inference_mode():
+        want = model(*to_torch(x))
+        cx = content_inputs(model, x)
+        got = ContentRanker(model)(*(torch.from_numpy(cx[k]) for k in CONTENT_INPUT_NAMES))
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+    # the table reproduces the per-video content, and its last row is the zero padding row
+    v, n = model.vocab, 20
+    rng = np.random.default_rng(4)
+    feats = [
+        torch.from_numpy(rng.integers(1, v.n_video_buckets + 1, n)),
+        torch.from_numpy(rng.integers(0, v.n_tags + 1, (n, cfg.max_tags))),
+        torch.from_numpy(rng.integers(1, v.n_creator_buckets + 1, n)),
+        torch.from_numpy(rng.integers(1, v.n_duration_buckets + 1, n)),
+    ]
+    table = ContentRanker(model).content_table(*feats, chunk=7)
+    with torch.inference_mode():
+        direct = model.content(*feats)
+    assert table.shape == (n + 1, cfg.d_model)
+    torch.testing.assert_close(table[:n], direct)
+    assert not table[-1].any()

@@ -267,6 +267,7 @@ def test_training_reaches_known_auc(bundle: tuple[Path, dict[str, Any]]) -> None
     assert metrics["valid_auc_engage"] > 0.65, metrics["history"]
     assert metrics["valid_ndcg@10"] > 0.78
     assert metrics["onnx_max_abs_error"] < 1e-4
+    assert metrics["onnx_content_max_abs_error"] < 1e-4  # the serving form
 
 
 def test_bundle_round_trip_and_onnx_matches_torch(
@@ -276,12 +277,23 @@ def test_bundle_round_trip_and_onnx_matches_torch(
     entry = read_manifest(art)["components"]["ranker"]
     assert entry["data_fingerprint"] == "fp-test"
     assert entry["metrics"]["valid_auc_engage"] == metrics["valid_auc_engage"]
-    assert {"model.pt", "model.onnx", "videos.npz", "stats.npz", "meta.json", "checkpoint.pt"} <= {
-        p.name for p in (art / "ranker").iterdir()
-    }
+    assert {
+        "model.pt",
+        "model.onnx",
+        "model_content.onnx",
+        "videos.npz",
+        "stats.npz",
+        "meta.json",
+        "checkpoint.pt",
+    } <= {p.name for p in (art / "ranker").iterdir()}
     onnx_p = Predictor.load(art)
     torch_p = Predictor.load(art, backend="torch")
     assert onnx_p.backend == "onnx" and torch_p.backend == "torch"
+    # ONNX serves the content form: one embedding per video plus a zero padding row
+    table = onnx_p.content_table
+    assert table is not None and torch_p.content_table is None
+    assert table.shape == (onnx_p.videos.n_videos + 1, onnx_p.config.d_model)
+    assert not table[-1].any()
     rng = np.random.default_rng(7)
     hist = History(
         video_idx=rng.integers(0, 300, 30),
