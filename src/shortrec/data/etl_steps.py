@@ -40,6 +40,9 @@ HOUR = "_hour"
 STATE_LAST_TS = "_last_ts"
 U_ENG = "_u_eng"
 WR_SCALE = 1_000_000  # watch ratio is summed in integer micro-units so sums are exact
+#: The smoothed rates as (numerator, denominator, numerator scale): engage, watch ratio, skip,
+#: like (the order of :func:`smoothed_rates`).
+RATES = ((ENG, N, 1.0), (WR, WRN, float(WR_SCALE)), (SK, SKN, 1.0), (LK, LKN, 1.0))
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -648,25 +651,50 @@ def prior_at(global_tab: pl.DataFrame, t_us: I64, prefix: str) -> dict[str, F64]
     }
 
 
+def prior_rates_at(global_tab: pl.DataFrame, t_us: I64, prefix: str) -> dict[str, F64]:
+    """The global prior rate ``p0 = sum k / scale / sum n`` of each of :data:`RATES` (keyed by
+    its numerator indicator) over every event in an hour before ``hour(t)``, per row: float64,
+    NaN in the first hour or where ``sum n`` is 0. The same values as dividing the sums of
+    :func:`prior_at`, but divided once per hour of :func:`global_prior_table` rather than once
+    per row and rate."""
+    if global_tab.height == 0:
+        return {k: np.full(len(t_us), np.nan) for k, _, _ in RATES}
+    idx = t_us // _HOUR_US - 1 - int(global_tab[HOUR][0])
+    ok = idx >= 0
+    safe = np.where(ok, idx, 0)
+    out: dict[str, F64] = {}
+    for k, n, scale in RATES:
+        gk = global_tab[prefix + k].to_numpy().astype(np.float64)
+        gn = global_tab[prefix + n].to_numpy().astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p0 = np.where(gn > 0, gk / scale / gn, np.nan)
+        out[k] = np.where(ok, p0[safe], np.nan)
+    return out
+
+
 def smooth_np(
     k: npt.NDArray[np.number],
     n: npt.NDArray[np.number],
-    gk: F64,
-    gn: F64,
+    p0: F64,
     m: float,
     scale: float = 1.0,
 ) -> pl.Series:
-    """:func:`smooth` of the rate ``k / n`` (``k`` in ``scale`` units) toward ``p0 = gk / gn``
-    over numpy arrays (``gk``/``gn`` NaN where the prior is unknown); Float32, null where the
-    rate is undefined."""
-    kf = k.astype(np.float64) / scale
+    """:func:`smooth` of the rate ``k / n`` (``k`` in ``scale`` units) toward ``p0`` (per row,
+    NaN where the prior is unknown, see :func:`prior_rates_at`) over numpy arrays; Float32,
+    null where the rate is undefined."""
+    kf = k.astype(np.float64)
+    if scale != 1.0:
+        kf /= scale
     nf = n.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p0 = np.where(gn > 0, gk / scale / gn, np.nan)
-        raw = np.where(nf > 0, kf / nf, np.nan)
-        shrunk = np.where(nf + m > 0, (kf + m * p0) / (nf + m), p0)
-    out = np.where(np.isnan(p0), raw, shrunk).astype(np.float32)
-    return pl.Series(out, nan_to_null=True)
+        out = (kf + m * p0) / (nf + m)  # NaN where p0 is
+        unknown = np.isnan(p0)
+        if unknown.any():  # the raw rate where no prior is known (null when n == 0)
+            out[unknown] = np.where(nf[unknown] > 0, kf[unknown] / nf[unknown], np.nan)
+        if m <= 0:  # without pseudo-counts a row with n + m == 0 takes the prior
+            empty = ~unknown & ~(nf + m > 0)
+            out[empty] = p0[empty]
+    return pl.Series(out.astype(np.float32), nan_to_null=True)
 
 
 def _ratio(k: pl.Expr, n: pl.Expr) -> pl.Expr:
