@@ -209,12 +209,14 @@ def _wrk(url: str, path: str, script: str | None, duration_s: int, conns: int) -
 def _stages(art: Path, redis_url: str, n_users: int, n: int) -> dict[str, float]:
     """p50/p99 per pipeline stage from ``n`` in-process feed requests over the same Redis."""
     from shortrec.config import ServingConfig, StoreConfig
+    from shortrec.serving.app import single_thread_compute
     from shortrec.serving.metrics import Metrics, new_registry
     from shortrec.serving.service import FeedService
     from shortrec.serving.snapshot import Bundle
     from shortrec.store import open_store
 
     store = open_store(StoreConfig(url=redis_url))
+    single_thread_compute()  # as in a serving worker
     svc = FeedService(
         ServingConfig(rank_batching=False),
         Bundle.load(art, rank_threads=1),
