@@ -138,7 +138,7 @@ def _wait_port(port: int, timeout_s: float = 30.0) -> None:
 @contextlib.contextmanager
 def _service(
     art: Path, redis_url: str, workers: int, batching: bool, **overrides: Any
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
     from shortrec.config import ServingConfig
 
     port = _free_port()
@@ -162,7 +162,7 @@ def _service(
         with httpx.Client(base_url=url, timeout=10) as c:  # warm every worker's caches
             for i in range(200):
                 c.get("/v1/feed", params={"user_id": f"u{i % 50}", "session_id": 1, "n": 10})
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -170,6 +170,18 @@ def _service(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid``'s descendants: the workers."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def _ms(text: str) -> float:
@@ -225,16 +237,20 @@ def _stages(art: Path, redis_url: str, n_users: int, n: int) -> dict[str, float]
     )
     rng = np.random.default_rng(0)
     per: dict[str, list[float]] = {}
+    cpu = 0.0
     try:
         for i in range(n + 50):
+            c0 = time.process_time()
             r = svc.feed(f"u{int(rng.integers(n_users))}", 1, 10)
+            if i >= 50:
+                cpu += time.process_time() - c0
             if i >= 50:  # warm-up excluded
                 for stage, ms in r.stage_ms.items():
                     per.setdefault(stage, []).append(ms)
     finally:
         svc.close()
         store.close()
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"inprocess_cpu_ms_per_req": round(cpu / n * 1e3, 3)}
     for stage, values in sorted(per.items()):
         out[f"stage_{stage}_p50_ms"] = round(float(np.percentile(values, 50)), 3)
         out[f"stage_{stage}_p99_ms"] = round(float(np.percentile(values, 99)), 3)
@@ -269,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         n_videos = pl.read_parquet(root / "videos.parquet").height
         fmt = {"seed": 1, "n_users": n_users, "n_videos": n_videos, "event_share": args.event_share}
         for batching in (True, False):
-            with _service(art, redis_url, args.workers, batching) as url:
+            with _service(art, redis_url, args.workers, batching) as (url, pid):
+                cpu0 = _tree_cpu_s(pid)
                 r = _wrk(url, "/v1/feed", _WRK_FEED % fmt, duration, args.connections)
                 tag = "feed" if batching else "feed_nobatch"
                 metrics[f"{tag}_req_per_s"] = r["rps"]
+                # CPU the workers spent per feed request (HTTP, pipeline and ranking), which
+                # with the cores they share bounds the throughput
+                metrics[f"{tag}_worker_cpu_ms_per_req"] = round(
+                    (_tree_cpu_s(pid) - cpu0) / max(r["requests"], 1) * 1e3, 3
+                )
                 for q in ("p50", "p90", "p99"):
                     metrics[f"{tag}_{q}_ms"] = r[f"{q}_ms"]
                 metrics[f"{tag}_errors"] = int(r["errors"])

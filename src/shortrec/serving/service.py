@@ -57,7 +57,7 @@ from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequ
 from shortrec.serving.api import EventIn, VideoIn
 from shortrec.serving.batcher import RankBatcher
 from shortrec.serving.exposure import ExposureLog, OutcomeLog, outcome_record
-from shortrec.serving.metrics import NO_ARM, Metrics, observe_many
+from shortrec.serving.metrics import NO_ARM, Metrics
 from shortrec.serving.names import CatalogueNames, VideoInfo, describe, load_names
 from shortrec.serving.snapshot import Bundle
 from shortrec.store import (
@@ -1077,19 +1077,18 @@ class FeedService:
         if r.degraded:
             m.degraded_responses.inc()
         for reason in r.fallbacks:
-            m.fallbacks.labels(reason).inc()
+            child = m.fallback_child.get(reason)
+            (child if child is not None else m.fallbacks.labels(reason)).inc()
         for label in _arm_labels(r.arms):
-            m.feeds_served.labels(label).inc()
+            m.arm_children(label)[0].inc()
         for e, a in r.arms.items():
             m.experiment_assignments.labels(e, a).inc()
         if not r.items:
             return
-        observe_many(m.score_child["final"], [it.score for it in r.items])
+        rows = {"final": [it.score for it in r.items]}
         for h in r.items[0].heads:
-            child = m.score_child.get(h)
-            if child is None:
-                child = m.score_child[h] = m.score.labels(h)
-            observe_many(child, [it.heads.get(h, math.nan) for it in r.items])
+            rows[h] = [it.heads.get(h, math.nan) for it in r.items]
+        m.observe_scores(rows)
         m.feed_fresh_share.observe(sum("fresh" in it.sources for it in r.items) / len(r.items))
         if len(r.items) > 1:
             tags = bundle.catalogue.meta([it.video_idx for it in r.items]).tags
@@ -1184,12 +1183,12 @@ class FeedService:
             while len(self._recent_events) > cfg.event_dedup_cache:
                 self._recent_events.popitem(last=False)
         m.events_ingested.inc(applied)
-        m.events_rejected.labels("duplicate").inc(dups)
+        m.rejected_child["duplicate"].inc(dups)
         # behaviour counters per arm: summed over the batch first, one update per arm label
         labels_of: dict[str, list[str]] = {}
         totals: dict[str, list[float]] = {}  # label -> [impressions, watch s, skips, likes]
         lag = [max(0.0, (now - ts[i]) / US_PER_S) for i in fresh_idx]
-        observe_many(m.event_lag, lag)
+        m.observe_many(m.event_lag, lag)
         for i, sev in zip(fresh_idx, store_events, strict=True):
             ev = events[i]
             labels = labels_of.get(ev.user_id)
@@ -1202,12 +1201,13 @@ class FeedService:
                 acc[2] += sev.skipped
                 acc[3] += ev.liked
         for label, (imp, watch, skips, likes) in totals.items():
-            m.impressions.labels(label).inc(imp)
-            m.watch_seconds.labels(label).inc(watch)
+            _, c_imp, c_watch, c_skips, c_likes = m.arm_children(label)
+            c_imp.inc(imp)
+            c_watch.inc(watch)
             if skips:
-                m.skips.labels(label).inc(skips)
+                c_skips.inc(skips)
             if likes:
-                m.likes.labels(label).inc(likes)
+                c_likes.inc(likes)
         return IngestResult(len(events), len(store_events), applied, dups)
 
     def _log_outcomes(

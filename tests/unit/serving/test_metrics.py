@@ -176,3 +176,44 @@ def test_set_model_and_allocation_replace_the_previous_series() -> None:
         reg.get_sample_value("shortrec_experiment_allocation", {"experiment": "e", "arm": "a"})
         == 1.0
     )
+
+
+def test_observe_scores_matches_one_observe_per_value() -> None:
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    rows = {h: rng.uniform(-0.1, 1.2, 10).tolist() for h in ("final", "engage", "like")}
+    rows["like"][3] = math.nan  # unknown head values are skipped
+    rows["diversity"] = [math.nan] * 10  # a head with nothing to record
+    rows["final"][0] = 0.25  # exactly on a bucket bound
+    one, many = Metrics(new_registry()), Metrics(new_registry())
+    for h, values in rows.items():
+        for v in values:
+            if math.isfinite(v):
+                one.score.labels(h).observe(v)
+    many.observe_scores(rows)
+
+    def dump(m: Metrics) -> dict[tuple[str, str, str], float]:
+        return {
+            (s.name, s.labels["head"], s.labels.get("le", "")): s.value
+            for fam in m.registry.collect()
+            if fam.name == "shortrec_score"
+            for s in fam.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = dump(many), dump(one)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-12), k
+    assert got[("shortrec_score_count", "diversity", "")] == 0
+
+
+def test_arm_children_are_cached_per_label() -> None:
+    m = Metrics(new_registry())
+    first = m.arm_children("exp:a")
+    assert m.arm_children("exp:a") is first
+    first[1].inc(3)
+    assert m.registry.get_sample_value("shortrec_impressions_total", {"arm": "exp:a"}) == 3
