@@ -440,3 +440,33 @@ def test_padding_is_zeroed_and_full_rows_are_unchanged() -> None:
     h_full = history_features(vt, hv[:, 1:], wr[:, 1:], z[:, 1:], z[:, 1:], z[:, 1:], cfg)
     for k, v in h_full.items():
         np.testing.assert_array_equal(h[k][:, 1:], v)
+
+
+def test_bundle_without_the_content_form_serves_the_full_graph(
+    bundle: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A bundle trained before the content form existed (no model_content.onnx) still serves
+    with ONNX Runtime, on the full graph, with the same scores."""
+    import shutil
+
+    art, _ = bundle
+    old = tmp_path / "art"
+    shutil.copytree(art, old)
+    (old / "ranker" / "model_content.onnx").unlink()
+    full, content = Predictor.load(old), Predictor.load(art)
+    assert full.backend == "onnx" and full.content_table is None
+    assert content.content_table is not None
+    rng = np.random.default_rng(11)
+    hist = History(
+        video_idx=rng.integers(0, 300, 20),
+        ts_us=T0 + np.arange(20) * 10**7,
+        watch_ratio=rng.random(20).astype(np.float32),
+        skipped=rng.random(20) < 0.3,
+        liked=rng.random(20) < 0.1,
+        request_us=T0 + 10**9,
+    )
+    cands = CandidateSet(video_idx=rng.integers(0, 300, 64))
+    a, b = full.score(hist, cands), content.score(hist, cands)
+    np.testing.assert_allclose(a.final, b.final, atol=1e-5)
+    for h in a.heads:
+        np.testing.assert_allclose(a.heads[h], b.heads[h], atol=1e-5)
