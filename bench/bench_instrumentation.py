@@ -79,20 +79,9 @@ class NoopMetrics(Metrics):
         for name, value in list(vars(self).items()):
             if isinstance(value, MetricWrapperBase):
                 setattr(self, name, _Noop())
-        # the cached children too (resolved from the real metrics by Metrics.__init__)
-        self.stage_child = {s: _Noop() for s in self.stage_child}  # type: ignore[misc]
-        self.score_child = {h: _Noop() for h in self.score_child}  # type: ignore[misc]
-        self.fallback_child = {r: _Noop() for r in self.fallback_child}  # type: ignore[misc]
-        self.rejected_child = {r: _Noop() for r in self.rejected_child}  # type: ignore[misc]
 
     def observe_many(self, child: Any, values: Any) -> None:
         return None
-
-    def observe_scores(self, rows: Any) -> None:
-        return None
-
-    def arm_children(self, arm: str) -> Any:
-        return (_Noop(),) * 5
 
 
 def _bundle(quick: bool) -> tuple[Path, Path, int]:

@@ -87,9 +87,6 @@ _TITLES = {
 }
 
 
-_MAX_LABEL_CACHE = 512
-
-
 class ObservabilityMiddleware:
     """Pure ASGI middleware: request count/latency by route template, in-flight gauge, and
     the body size limit (413 before the body is read when Content-Length says so, or as soon
@@ -99,8 +96,6 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
-        # (route template, method, status) -> (request counter, latency histogram) children
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,17 +152,8 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            key = (template, method, status[0])
-            children = self._children.get(key)
-            if children is None:
-                children = (
-                    m.http_requests.labels(template, method, str(status[0])),
-                    m.http_request_duration.labels(template, method),
-                )
-                if len(self._children) < _MAX_LABEL_CACHE:  # bounded: methods come from clients
-                    self._children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - t0)
+            m.child(m.http_requests, template, method, str(status[0])).inc()
+            m.child(m.http_request_duration, template, method).observe(time.perf_counter() - t0)
 
 
 class _BodyTooLarge(Exception):

@@ -14,7 +14,7 @@ reports the whole service (counters and histograms summed; gauges by the ``multi
 given below).
 
 Hot paths avoid per-call label lookups: stage and score-head children are resolved once
-(``stage_child``, ``score_child``), and :func:`observe_many` records a whole array of values
+(``Metrics.child``), and :func:`observe_many` records a whole array of values
 in one call.
 
 This is the only module that imports ``prometheus_client``.
@@ -26,6 +26,7 @@ import bisect
 import math
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,6 +38,9 @@ from prometheus_client import (
     multiprocess,
 )
 
+#: most labelled children ``Metrics.child`` keeps
+MAX_CACHED_CHILDREN = 4_096
+_ARM_CHILDREN = object()  # cache key of ``Metrics.arm_children`` tuples
 #: environment variable of prometheus_client's multiprocess mode (a directory)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -271,15 +275,26 @@ class Metrics:
         self.feeds_served.labels(NO_ARM)
         for m in (self.impressions, self.skips, self.likes, self.watch_seconds):
             m.labels(NO_ARM)
-        # children of fixed label values, resolved once for the hot paths
-        self.stage_child = {s: self.stage_duration.labels(s) for s in STAGES}
-        self.score_child = {h: self.score.labels(h) for h in SCORE_HEADS}
-        self.fallback_child = {r: self.fallbacks.labels(r) for r in FALLBACK_REASONS}
-        self.rejected_child = {r: self.events_rejected.labels(r) for r in REJECT_REASONS}
-        self._arms: dict[str, tuple[Counter, Counter, Counter, Counter, Counter]] = {}
-        self._candidates: dict[str, Histogram] = {}
+        # labelled children resolved once for the hot paths (see ``child``)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        for stage in STAGES:
+            self.child(self.stage_duration, stage)
+        for head in SCORE_HEADS:
+            self.child(self.score, head)
         self._model_labels: tuple[str, str] | None = None
         self._allocation: set[tuple[str, str]] = set()
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the hot paths skip prometheus_client's label
+        validation and lock. Only for metrics that are never cleared; the cache stops growing
+        at ``MAX_CACHED_CHILDREN`` (label values such as HTTP methods come from clients)."""
+        key = (metric, labels)
+        got = self._children.get(key)
+        if got is None:
+            got = metric.labels(*labels)
+            if len(self._children) < MAX_CACHED_CHILDREN:
+                self._children[key] = got
+        return got
 
     def observe_many(self, child: Histogram, values: Iterable[float]) -> None:
         """:func:`observe_many` (a method, so a metrics stand-in can replace it)."""
@@ -290,35 +305,34 @@ class Metrics:
         sums as one ``observe`` per finite value (pinned by a test), one increment per bucket
         touched."""
         for h, values in rows.items():
-            child = self.score_child.get(h)
-            if child is None:
-                child = self.score_child[h] = self.score.labels(h)
-            observe_many(child, values)
+            self.observe_many(self.child(self.score, h), values)
 
     def arm_children(self, arm: str) -> tuple[Counter, Counter, Counter, Counter, Counter]:
         """(feeds served, impressions, watch seconds, skips, likes) children of an arm label
-        (cached; labels come from the loaded experiment config, a bounded set)."""
-        got = self._arms.get(arm)
+        (the tuple cached like the children)."""
+        key = (_ARM_CHILDREN, (arm,))
+        got = self._children.get(key)
         if got is None:
-            got = self._arms[arm] = (
-                self.feeds_served.labels(arm),
-                self.impressions.labels(arm),
-                self.watch_seconds.labels(arm),
-                self.skips.labels(arm),
-                self.likes.labels(arm),
+            got = self._children[key] = tuple(
+                self.child(m, arm)
+                for m in (
+                    self.feeds_served,
+                    self.impressions,
+                    self.watch_seconds,
+                    self.skips,
+                    self.likes,
+                )
             )
         return got
 
     def stage(self, stage: str) -> Histogram:
-        """The stage-duration child of ``stage`` (cached for the fixed stages)."""
-        child = self.stage_child.get(stage)
-        return child if child is not None else self.stage_duration.labels(stage)
+        """The stage-duration child of ``stage``."""
+        child: Histogram = self.child(self.stage_duration, stage)
+        return child
 
     def candidates_child(self, source: str) -> Histogram:
-        """The candidates-per-request child of ``source`` (cached; sources are a fixed set)."""
-        child = self._candidates.get(source)
-        if child is None:
-            child = self._candidates[source] = self.candidates.labels(source)
+        """The candidates-per-request child of ``source``."""
+        child: Histogram = self.child(self.candidates, source)
         return child
 
     def set_model(self, model_version: str, backend: str) -> None:

@@ -814,12 +814,7 @@ class FeedService:
         else:
             quotas = ov.source_quotas if ov.source_quotas is not None else mcfg.quotas
         total = self.config.n_candidates
-        n_seen = req.seen.shape[0]
-        if n_seen > mcfg.seen_slack:  # only the distinct count matters, up to the slack
-            n_seen = int(np.unique(req.seen).shape[0])
-        elif n_seen > 1:
-            n_seen = len(set(req.seen.tolist()))
-        slack = min(n_seen, mcfg.seen_slack)
+        slack = min(int(np.unique(req.seen).shape[0]), mcfg.seen_slack)
         deadline = time.perf_counter() + timer.left(self.config.deadline_sources_ms / 1e3)
         lists: list[Candidates] = []
         for name, q in quotas.items():
@@ -1077,8 +1072,7 @@ class FeedService:
         if r.degraded:
             m.degraded_responses.inc()
         for reason in r.fallbacks:
-            child = m.fallback_child.get(reason)
-            (child if child is not None else m.fallbacks.labels(reason)).inc()
+            m.child(m.fallbacks, reason).inc()
         for label in _arm_labels(r.arms):
             m.arm_children(label)[0].inc()
         for e, a in r.arms.items():
@@ -1183,7 +1177,7 @@ class FeedService:
             while len(self._recent_events) > cfg.event_dedup_cache:
                 self._recent_events.popitem(last=False)
         m.events_ingested.inc(applied)
-        m.rejected_child["duplicate"].inc(dups)
+        m.child(m.events_rejected, "duplicate").inc(dups)
         # behaviour counters per arm: summed over the batch first, one update per arm label
         labels_of: dict[str, list[str]] = {}
         totals: dict[str, list[float]] = {}  # label -> [impressions, watch s, skips, likes]

@@ -116,7 +116,7 @@ def test_observe_many_matches_one_observe_per_value() -> None:
     for v in values:
         if math.isfinite(v):
             one.score.labels("like").observe(float(v))
-    observe_many(many.score_child["like"], values)
+    observe_many(many.child(many.score, "like"), values)
     observe_many(many.feed_diversity, [])  # nothing to observe: no-op
 
     def dump(m: Metrics) -> dict[tuple[str, str], float]:
