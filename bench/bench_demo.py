@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import psutil
 
 from bench.common import TreeRss, work_dir, write_result
 
@@ -45,21 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "SHORTREC_REDIS_URL"}  # embedded store
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with TreeRss(period_s=0.2) as rss:
-        proc = subprocess.Popen(cmd, env=env)
-        ps = psutil.Process(proc.pid)
-        cpu = 0.0
-        while proc.poll() is None:
-            try:  # the tree's CPU so far (children that already exited are in cpu_times)
-                t = ps.cpu_times()
-                live = sum(c.cpu_times().user + c.cpu_times().system for c in ps.children(True))
-                cpu = max(cpu, t.user + t.system + t.children_user + t.children_system + live)
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
+        rc = subprocess.call(cmd, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the demo and every process it waited for (its workers), user + system
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(f"shortrec demo failed with exit code {proc.returncode}", file=sys.stderr)
+    if rc != 0:
+        print(f"shortrec demo failed with exit code {rc}", file=sys.stderr)
         return 1
     summary = json.loads((out / "demo-summary.json").read_text())
     metrics: dict[str, float | bool] = {

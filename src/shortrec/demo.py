@@ -63,23 +63,26 @@ class StageError(RuntimeError):
     """A demo stage failed; the message names the stage and what to do."""
 
 
-#: seconds per stage of the current run (written to demo-summary.json as ``stage_seconds``)
-_STAGE_SECONDS: dict[str, float] = {}
+class _Stages:
+    """Runs the demo's stages: a banner, the time taken (kept in ``seconds``, written to
+    demo-summary.json), and a failure turned into a :class:`StageError` naming the stage."""
 
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
-def _stage(name: str, hint: str, fn: Callable[[], T]) -> T:
-    console.rule(f"[bold]{name}")
-    t0 = time.perf_counter()
-    try:
-        value = fn()
-    except S.BadInput:
-        raise
-    except Exception as e:
-        raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}. {hint}") from e
-    dt = time.perf_counter() - t0
-    _STAGE_SECONDS[name] = round(dt, 2)
-    console.print(f"[green]{name}[/] done in {dt:.1f}s")
-    return value
+    def __call__(self, name: str, hint: str, fn: Callable[[], T]) -> T:
+        console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except S.BadInput:
+            raise
+        except Exception as e:
+            raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}. {hint}") from e
+        dt = time.perf_counter() - t0
+        self.seconds[name] = round(dt, 2)
+        console.print(f"[green]{name}[/] done in {dt:.1f}s")
+        return value
 
 
 def _free_port() -> int:
@@ -132,7 +135,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
     max_users = 300 if preset != "tiny" else None
     results: dict[str, Any] = {"preset": preset, "store": "redis" if redis_url else "in-process"}
     t_all = time.perf_counter()
-    _STAGE_SECONDS.clear()
+    _stage = _Stages()
 
     gen = _stage(
         "generate",
@@ -203,7 +206,7 @@ def run(out: Path, preset: str = "small", progress: bool = True) -> dict[str, An
         lambda: abtest.simulate(scenario, art, data_dir, out / "abtest", redis_url, progress),
     )
     results["seconds"] = round(time.perf_counter() - t_all, 1)
-    results["stage_seconds"] = dict(_STAGE_SECONDS)
+    results["stage_seconds"] = _stage.seconds
     summary = out / "demo-summary.json"
     io.write_json_atomic(results, summary)
     console.rule("[bold]where the results are")

@@ -35,6 +35,21 @@ US_PER_S = 1_000_000
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
+@pytest.fixture(scope="session")
+def div_experiments() -> str:
+    """An experiments file (TOML): experiment ``div``, arms ``control`` and ``more_diverse``
+    (a lower diversity trade-off), equal weights."""
+    return """
+[[experiments]]
+name = "div"
+[[experiments.arms]]
+name = "control"
+[[experiments.arms]]
+name = "more_diverse"
+overrides = { diversity_trade_off = 0.2 }
+"""
+
+
 @dataclass(frozen=True)
 class TinyBundle:
     """A generated, ETL-processed tiny world (``root``) and its trained bundle (``art``);

@@ -28,25 +28,18 @@ from shortrec.serving.service import FeedService
 from shortrec.serving.snapshot import Bundle, bundle_snapshot
 from shortrec.store import MemoryStore, publish
 
-EXPERIMENTS = """
-[[experiments]]
-name = "div"
-[[experiments.arms]]
-name = "control"
-[[experiments.arms]]
-name = "more_diverse"
-overrides = { diversity_trade_off = 0.2 }
-"""
 US = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def traffic(tiny_bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def traffic(
+    tiny_bundle: Any, tmp_path_factory: pytest.TempPathFactory, div_experiments: str
+) -> dict[str, Any]:
     """Serve 2 pages to each of 30 users and post 3 outcomes per page; what was served and
     posted, per arm."""
     base = tmp_path_factory.mktemp("real_traffic")
     exp = base / "experiments.toml"
-    exp.write_text(EXPERIMENTS)
+    exp.write_text(div_experiments)
     logs = base / "serving-logs"
     bundle = Bundle.load(tiny_bundle.art)
     store = MemoryStore()
@@ -156,7 +149,7 @@ def test_the_service_logs_every_page_and_every_applied_event_once(traffic: dict[
 
 
 def test_collect_then_analyze_counts_what_was_served_and_posted(
-    traffic: dict[str, Any], tmp_path: Path
+    traffic: dict[str, Any], tmp_path: Path, div_experiments: str
 ) -> None:
     out = tmp_path / "logs"
     summary = abtest.collect_logs(traffic["logs"], traffic["art"], out, traffic["experiments"])
@@ -169,7 +162,7 @@ def test_collect_then_analyze_counts_what_was_served_and_posted(
     assert summary["videos_without_category"] == 0
     assert summary["pages_other_config_version"] == 0
     assert json.loads((out / abtest.COLLECT_FILE).read_text()) == summary
-    assert (out / abtest.EXPERIMENTS_FILE).read_text() == EXPERIMENTS
+    assert (out / abtest.EXPERIMENTS_FILE).read_text() == div_experiments
     users = pl.read_parquet(out / abtest.USERS_FILE)
     assert S.validate(users, S.VOCAB) == [] and users.height == 30
     x = pl.read_parquet(out / "exposures" / abtest.COLLECT_PART)

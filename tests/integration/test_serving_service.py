@@ -19,16 +19,6 @@ from shortrec.serving.service import EventValidationError, FeedContext, FeedServ
 from shortrec.serving.snapshot import Bundle, bundle_snapshot
 from shortrec.store import MemoryStore, publish
 
-EXPERIMENTS = """
-[[experiments]]
-name = "div"
-[[experiments.arms]]
-name = "control"
-[[experiments.arms]]
-name = "more_diverse"
-overrides = { diversity_trade_off = 0.2 }
-"""
-
 
 @pytest.fixture(scope="module")
 def bundle(tiny_bundle: Any) -> Bundle:
@@ -145,10 +135,10 @@ def test_source_error_skips_that_source(
 
 
 def test_experiment_arms_metrics_and_reload(
-    bundle: Bundle, tiny_bundle: Any, tmp_path: Path
+    bundle: Bundle, tiny_bundle: Any, tmp_path: Path, div_experiments: str
 ) -> None:
     path = tmp_path / "exp.toml"
-    path.write_text(EXPERIMENTS)
+    path.write_text(div_experiments)
     svc = _service(bundle, tiny_bundle.now_us, ExperimentSource(path))
     arms = {svc.feed(f"user-{i}", 1, 5).arms["div"] for i in range(30)}
     assert arms == {"control", "more_diverse"}
@@ -162,7 +152,7 @@ def test_experiment_arms_metrics_and_reload(
         == 0.5
     )
     path.write_text(
-        EXPERIMENTS.replace(
+        div_experiments.replace(
             '[[experiments.arms]]\nname = "control"',
             '[[experiments.arms]]\nname = "control"\nweight = 3',
         )
@@ -217,13 +207,13 @@ def test_drift_reference_in_bundle_is_monitored_and_exported(
 
 
 def test_every_served_page_is_in_the_exposure_log_with_its_arms(
-    bundle: Bundle, tiny_bundle: Any, tmp_path: Path
+    bundle: Bundle, tiny_bundle: Any, tmp_path: Path, div_experiments: str
 ) -> None:
     from shortrec.schema import BadInput
     from shortrec.serving.exposure import read_exposures
 
     path = tmp_path / "exp.toml"
-    path.write_text(EXPERIMENTS)
+    path.write_text(div_experiments)
     logs = tmp_path / "exposures"
     svc = _service(bundle, tiny_bundle.now_us, ExperimentSource(path), exposure_log_dir=str(logs))
     pages = [svc.feed(f"user-{i}", 1, 5) for i in range(6)]

@@ -270,6 +270,19 @@ def test_training_reaches_known_auc(bundle: tuple[Path, dict[str, Any]]) -> None
     assert metrics["onnx_content_max_abs_error"] < 1e-4  # the serving form
 
 
+def _random_history(rng: np.random.Generator, n: int, **kw: Any) -> History:
+    """``n`` random past events of videos 0..299, 10 s apart, ranked at ``T0 + 1000 s``."""
+    return History(
+        video_idx=rng.integers(0, 300, n),
+        ts_us=T0 + np.arange(n) * 10**7,
+        watch_ratio=rng.random(n).astype(np.float32),
+        skipped=rng.random(n) < 0.3,
+        liked=rng.random(n) < 0.1,
+        request_us=T0 + 10**9,
+        **kw,
+    )
+
+
 def test_bundle_round_trip_and_onnx_matches_torch(
     bundle: tuple[Path, dict[str, Any]], world: Any
 ) -> None:
@@ -295,17 +308,7 @@ def test_bundle_round_trip_and_onnx_matches_torch(
     assert table.shape == (onnx_p.videos.n_videos + 1, onnx_p.config.d_model)
     assert not table[-1].any()
     rng = np.random.default_rng(7)
-    hist = History(
-        video_idx=rng.integers(0, 300, 30),
-        ts_us=T0 + np.arange(30) * 10**7,
-        watch_ratio=rng.random(30).astype(np.float32),
-        skipped=rng.random(30) < 0.3,
-        liked=rng.random(30) < 0.1,
-        request_us=T0 + 10**9,
-        position=3,
-        session_start_us=T0,
-        profile=("US", None, "ios"),
-    )
+    hist = _random_history(rng, 30, position=3, session_start_us=T0, profile=("US", None, "ios"))
     cands = CandidateSet(video_idx=rng.integers(0, 300, 100))
     a, b = onnx_p.score(hist, cands), torch_p.score(hist, cands)
     assert a.final.shape == (100,) and set(a.heads) == {"engage", "complete", "like", "diversity"}
@@ -457,14 +460,7 @@ def test_bundle_without_the_content_form_serves_the_full_graph(
     assert full.backend == "onnx" and full.content_table is None
     assert content.content_table is not None
     rng = np.random.default_rng(11)
-    hist = History(
-        video_idx=rng.integers(0, 300, 20),
-        ts_us=T0 + np.arange(20) * 10**7,
-        watch_ratio=rng.random(20).astype(np.float32),
-        skipped=rng.random(20) < 0.3,
-        liked=rng.random(20) < 0.1,
-        request_us=T0 + 10**9,
-    )
+    hist = _random_history(rng, 20)
     cands = CandidateSet(video_idx=rng.integers(0, 300, 64))
     a, b = full.score(hist, cands), content.score(hist, cands)
     np.testing.assert_allclose(a.final, b.final, atol=1e-5)
