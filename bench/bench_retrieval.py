@@ -7,9 +7,9 @@ For each catalogue size (50k; 1M unless ``--quick``):
   vectors; ``ivf_*``/``hnsw_*``: each ANN kind forced where exact is chosen (50k);
   ``index_search_p50_ms_N``/``p99``, ``exact_search_p50_ms_N``: one query at a time.
 * ``request_p50_ms_N``/``request_p99_ms_N``: one merged request through every source (two-tower
-  user vector from a 50-item history + index search, tags, trending, fresh, explore, merge of
-  500 with 200 seen videos), on a synthetic world of N videos whose two-tower weights are random
-  (latency does not depend on the weights' values).
+  user vector from a 50-item history + index search, covisit, tags, trending, fresh, explore,
+  merge of 500 with 200 seen videos), on a synthetic world of N videos whose two-tower weights
+  are random (latency does not depend on the weights' values).
 * ``train_samples_per_s`` (default config's threads) and ``..._threads1``/``..._threads2``:
   two-tower training throughput (batch 1024) on a synthetic 50k-video world.
 * ``load_avg_1m_start``/``_end``: the machine's load; the 2 cores are shared, and timings taken

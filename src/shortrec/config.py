@@ -269,7 +269,7 @@ class EvalConfig(StrictModel):
 
 
 # ---- retrieval (owned by retrieval/)
-RETRIEVAL_SOURCES = ("two_tower", "tags", "trending", "fresh", "explore")
+RETRIEVAL_SOURCES = ("two_tower", "covisit", "tags", "trending", "fresh", "explore")
 
 
 class EngagementConfig(StrictModel):
@@ -319,6 +319,32 @@ class ExploreConfig(StrictModel):
     """Explore source: per-category top videos taken round-robin (diversity for cold users)."""
 
     per_category_top_n: int = Field(default=200, ge=1)
+
+
+class CovisitConfig(StrictModel):
+    """Co-visitation source: "people who watched X around the same time also watched Y".
+
+    Fit: per user, positive impressions in (ts, event_id) order; two of them ``d`` steps apart
+    (``1 <= d <= window``) add ``d ** -distance_exponent`` to the pair in both directions; a
+    pair's sum is divided by ``sqrt(n_i * n_j)`` (each video's positive impressions) and every
+    video keeps its ``neighbours`` best. Request: the last ``history_items`` positive history
+    videos, the i-th most recent (from 0) weighted ``history_decay ** i``, sum their
+    neighbour scores. ``chunk_pairs`` bounds the pairs held in memory at once while fitting.
+    """
+
+    window: int = Field(default=20, ge=1, le=1_000)
+    """Largest distance, in positive impressions of one user, at which two videos pair."""
+    distance_exponent: float = Field(default=0.5, ge=0, le=4)
+    """A pair ``d`` apart weighs ``d ** -distance_exponent`` (0: every pair in the window alike)."""
+    neighbours: int = Field(default=100, ge=1, le=10_000)
+    """Neighbours kept per video (the table has at most ``neighbours * n_videos`` entries)."""
+    history_items: int = Field(default=20, ge=1, le=1_000)
+    """Most recent positive history videos used per request."""
+    history_decay: float = Field(default=0.9, gt=0, le=1)
+    """Weight ratio between consecutive history videos (1: all alike)."""
+    chunk_pairs: int = Field(default=1 << 22, ge=1_024)
+    """About the most (video, neighbour) pairs materialised at once while fitting (memory:
+    ~75 bytes a pair, so ~0.3 GB at the default; the result does not depend on it)."""
 
 
 class TwoTowerConfig(StrictModel):
@@ -382,11 +408,12 @@ class MergeConfig(StrictModel):
     total: int = Field(default=500, ge=1)
     quotas: dict[str, float] = Field(
         default_factory=lambda: {
-            "two_tower": 0.45,
-            "tags": 0.2,
-            "trending": 0.15,
+            "two_tower": 0.3,
+            "covisit": 0.35,
+            "tags": 0.1,
+            "trending": 0.1,
             "fresh": 0.1,
-            "explore": 0.1,
+            "explore": 0.05,
         }
     )
     cold_quotas: dict[str, float] = Field(
@@ -420,6 +447,7 @@ class RetrievalConfig(StrictModel):
     tags: TagSourceConfig = TagSourceConfig()
     fresh: FreshConfig = FreshConfig()
     explore: ExploreConfig = ExploreConfig()
+    covisit: CovisitConfig = CovisitConfig()
     two_tower: TwoTowerConfig = TwoTowerConfig()
     index: IndexConfig = IndexConfig()
     merge: MergeConfig = MergeConfig()
@@ -445,7 +473,14 @@ class RankerConfig(StrictModel):
     duration_edges_s: tuple[float, ...] = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
     recent_skip_window: int = Field(default=5, ge=1)
     stats_prior: float = Field(default=20.0, ge=0)
-    source_names: tuple[str, ...] = ("two_tower", "tags", "trending", "fresh", "explore")
+    source_names: tuple[str, ...] = (
+        "two_tower",
+        "tags",
+        "trending",
+        "fresh",
+        "explore",
+        "covisit",
+    )
     # architecture
     encoder: Literal["transformer", "mean"] = "transformer"
     d_model: int = Field(default=64, ge=8)
@@ -473,6 +508,8 @@ class RankerConfig(StrictModel):
     # training
     negatives: Literal["auto", "exposure", "sampled"] = "auto"
     n_sampled_negatives: int = Field(default=8, ge=1)
+    negative_sampling: Literal["uniform", "popularity", "mixed"] = "mixed"
+    negative_pop_power: float = Field(default=0.75, ge=0, le=1)
     max_list_len: int = Field(default=16, ge=2)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)
@@ -515,6 +552,12 @@ class RerankConfig(StrictModel):
     ``trade_off`` in [0, 1] weighs relevance against diversity: MMR's lambda, and for DPP the
     quality exponent ``theta`` of the kernel ``L = diag(exp(a r)) S diag(exp(a r))`` with
     ``a = theta / (2 (1 - theta))`` (Chen et al., NeurIPS 2018, section 4).
+
+    ``similarity`` is the candidate similarity ``S``: ``"tags"`` (Jaccard of tag sets) or
+    ``"content"``, the mix ``sum_p w_p S_p / sum_p w_p`` of tag Jaccard (``"tag"``), same topic
+    (``"topic"``) and same creator (``"creator"``) with ``similarity_weights`` ``w_p`` (missing
+    parts weigh 0; ignored for ``"tags"``). Tags alone are too sparse: two candidates rarely
+    share a tag, so ``S`` is nearly the identity and ``trade_off`` has no effect.
     """
 
     method: Literal["mmr", "dpp", "none"] = "dpp"
@@ -524,6 +567,21 @@ class RerankConfig(StrictModel):
     max_per_topic: int | None = Field(default=4, ge=1)
     lookback: int = Field(default=20, ge=0)
     dpp_epsilon: float = Field(default=1e-6, gt=0)
+    similarity: Literal["tags", "content"] = "content"
+    similarity_weights: dict[str, float] = Field(
+        default_factory=lambda: {"tag": 0.2, "topic": 0.5, "creator": 0.3}
+    )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> RerankConfig:
+        w = self.similarity_weights
+        parts = ("tag", "topic", "creator")
+        unknown = sorted(set(w) - set(parts))
+        if unknown:
+            raise ValueError(f"similarity_weights: unknown key(s) {unknown}; expected {parts}")
+        if any(not 0 <= v < float("inf") for v in w.values()) or not sum(w.values()) > 0:
+            raise ValueError(f"similarity_weights: need finite weights >= 0, sum > 0; got {w}")
+        return self
 
 
 # ---- experiments (owned by experiments/)

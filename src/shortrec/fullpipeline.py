@@ -12,9 +12,9 @@ Per user, :meth:`FullPipelineRecommender.score` does
    ["merged"]``), its top ``n_candidates`` unseen videos by fused score;
 2. **ranking**: the ranker's final score of every candidate, the history being the user's last
    ``RankerConfig.history_len`` training events, served at ``TrainingData.cutoff_us``;
-3. **re-ranking**: MMR or greedy DPP (``RerankConfig``) with tag-Jaccard similarity and
-   creator/topic caps over the ``rerank_pool`` best-ranked candidates, giving a page of
-   ``RerankConfig.k`` videos.
+3. **re-ranking**: MMR or greedy DPP (``RerankConfig``) with the similarity it configures
+   (default: tags, topic and creator mixed, ``rerank.rerank_similarity``) and creator/topic caps
+   over the ``rerank_pool`` best-ranked candidates, giving a page of ``RerankConfig.k`` videos.
 
 Scores are ranks: the page's videos get the highest scores in page order, the remaining
 candidates follow in ranker order, everything else is ``-inf``. ``stages`` turns the later
@@ -45,7 +45,7 @@ from shortrec.ranking.batches import VideoStats, VideoTable
 from shortrec.ranking.model import Ranker
 from shortrec.ranking.predictor import CandidateSet, History, Predictor
 from shortrec.ranking.train import fit_model
-from shortrec.rerank import rerank, tag_jaccard
+from shortrec.rerank import rerank, rerank_similarity
 from shortrec.retrieval.pipeline import MERGED, retrieval_recommenders
 
 NAME = "shortrec"
@@ -59,7 +59,7 @@ class FullPipelineConfig(StrictModel):
 
     ``n_candidates``: merged retrieval candidates per user handed to the ranker.
     ``rerank_pool``: the best-ranked candidates the re-ranker builds its page from (the cost of
-    the tag similarity grows with its square). ``stages``: ``"full"`` (retrieval -> ranker ->
+    the similarity grows with its square). ``stages``: ``"full"`` (retrieval -> ranker ->
     re-rank), ``"ranker"`` (no re-ranking) or ``"retrieval"`` (fused retrieval order only).
     ``retrieval_blend`` = w mixes the retrieval order into the ranking: each candidate's
     relevance is ``(1 - w) * q_rank + w * q_retrieval``, ``q`` being its rank percentile among the
@@ -373,11 +373,10 @@ class FullPipelineRecommender:
         # relevance min-max scaled per request, as in serving: the trade-off is scale-free
         rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
         pv = vid[pool]
-        page = pool[
-            rerank(
-                rel, tag_jaccard(cat.tags[pv]), self.config.rerank, cat.creator[pv], cat.topic[pv]
-            )
-        ]
+        cfg = self.config.rerank
+        creator, topic = cat.creator[pv], cat.topic[pv]
+        sim = rerank_similarity(cfg, cat.tags[pv], creator, topic)
+        page = pool[rerank(rel, sim, cfg, creator, topic)]
         rest = by_rank[~np.isin(by_rank, page)]
         return np.concatenate([page, rest]).astype(np.int64)
 

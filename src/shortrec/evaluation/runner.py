@@ -162,6 +162,7 @@ def _ideal(rel: sp.csr_array, k: int) -> F64:
 @dataclass(frozen=True)
 class _Items:
     creator: IntArray
+    topic: IntArray | None
     bitsets: npt.NDArray[np.uint64]
     self_info: F64
     pop_pct: F64
@@ -180,6 +181,16 @@ def _item_side(
     # unknown creators get their own id each so they never count as "the same creator"
     missing = np.flatnonzero(creator < 0)
     creator[missing] = creator.max(initial=-1) + 1 + np.arange(missing.size)
+    topic: IntArray | None = None
+    if S.CATEGORY in videos.columns:
+        cat = videos.select(S.VIDEO_IDX, S.CATEGORY).sort(S.VIDEO_IDX)
+        topic = np.full(n, -1, dtype=np.int64)
+        topic[cat.get_column(S.VIDEO_IDX).to_numpy()] = (
+            cat.get_column(S.CATEGORY).cast(pl.Int64).fill_null(-1).to_numpy()
+        )
+        # as for creators: an unknown topic is never "the same topic" as another
+        missing = np.flatnonzero(topic < 0)
+        topic[missing] = topic.max(initial=-1) + 1 + np.arange(missing.size)
     tags = v.get_column(S.TAGS).list.drop_nulls()
     lengths = np.zeros(n, dtype=np.int64)
     lengths[vid] = tags.list.len().to_numpy()
@@ -213,6 +224,7 @@ def _item_side(
             emb, source = (vt.T * s).astype(np.float64), f"truncated SVD ({d}-d) of training"
     return _Items(
         creator=creator,
+        topic=topic,
         bitsets=bitsets,
         self_info=M.self_information(pop, n_train_users),
         pop_pct=M.popularity_percentile(pop),
@@ -321,6 +333,8 @@ def _evaluate_one(
             acc.put("novelty", sl, j, M.mean_item_value_at_k(top, items.self_info, k))
             acc.put("popularity_percentile", sl, j, M.mean_item_value_at_k(top, items.pop_pct, k))
             acc.put("distinct_creators", sl, j, M.distinct_share_at_k(top, items.creator, k))
+            if items.topic is not None:
+                acc.put("distinct_topics", sl, j, M.distinct_share_at_k(top, items.topic, k))
             if 2 <= k <= config.pairwise_max_k:
                 acc.put("ild_tags", sl, j, M.ild_jaccard_at_k(top, items.bitsets, k))
                 if items.embeddings is not None:

@@ -12,7 +12,8 @@ One featurisation path serves training and inference, so the two cannot drift ap
   sharing ``request_id``), with the history of the user's last ``L`` events strictly before the
   request's first impression by ``(ts, event_id)`` — the moment the page was ranked, so no
   impression of a list is in its own history. Skipped impressions are real negatives; for logs
-  without impressions, ``n_sampled_negatives`` uniform random videos are added per list.
+  without impressions, ``n_sampled_negatives`` sampled videos are added per list
+  (uniform, by popularity, or mixed: :func:`sample_negatives`).
 
 Index conventions: every categorical input is ``index + 1`` with ``0`` for padding / unknown.
 Times are int64 microseconds since the epoch (UTC).
@@ -550,6 +551,31 @@ def use_exposure(events: pl.DataFrame, config: RankerConfig) -> bool:
     )
 
 
+def sample_negatives(
+    engaged: I64, n_videos: int, n: int, config: RankerConfig, rng: np.random.Generator
+) -> I64:
+    """``n`` negative video indices for lists without logged exposures.
+
+    ``uniform``: every video alike. ``popularity``: in proportion to ``count ** power`` of its
+    engaged training views (``config.negative_pop_power``; word2vec's unigram^0.75), so the
+    ranker learns to separate a user's items from what is popular, as retrieval candidates
+    are. ``mixed``: half of each (Yang et al., "Mixed Negative Sampling for Learning Two-tower
+    Neural Networks in Recommendations", WWW 2020), the default: uniform negatives alone teach
+    mostly popularity, popular ones alone unlearn it. Videos never engaged get no popularity
+    mass; with no engaged rows at all the popularity part falls back to uniform.
+    """
+    mode = config.negative_sampling
+    n_pop = {"uniform": 0, "popularity": n, "mixed": n // 2}[mode]
+    out = rng.integers(0, n_videos, n).astype(np.int64)
+    if n_pop and engaged.size:
+        counts = np.bincount(engaged, minlength=n_videos).astype(np.float64)
+        w = np.where(counts > 0, counts**config.negative_pop_power, 0.0)
+        cdf = np.cumsum(w)
+        pick = np.searchsorted(cdf, rng.random(n_pop) * cdf[-1], side="right")
+        out[rng.permutation(n)[:n_pop]] = np.minimum(pick, n_videos - 1)
+    return out
+
+
 def build_lists(
     events: pl.DataFrame,
     vt: VideoTable,
@@ -561,7 +587,8 @@ def build_lists(
 
     A list is one request's impressions (``request_id``; a null request id makes the event its
     own list), at most ``max_list_len`` by position. With sampled negatives only engaged events
-    form lists and ``n_sampled_negatives`` uniform random videos (labels 0) are appended.
+    form lists and ``n_sampled_negatives`` videos drawn by :func:`sample_negatives` (labels 0)
+    are appended.
     The diversity label is ``engage * novelty``, novelty being :func:`tag_novelty` against the
     last ``novelty_lookback`` history events: an engaging item that adds something new.
     """
@@ -639,7 +666,10 @@ def build_lists(
     lm[pos_mask, :3] = lmask[member[pos_mask]]
     if n_neg:
         neg_slots = (offs >= sizes[:, None]) & (offs < sizes[:, None] + n_neg)
-        cand[neg_slots] = rng.integers(0, vt.n_videos, int(neg_slots.sum()))
+        train_rows = rows[ev.get_column(S.SPLIT).to_numpy()[rows] == S.TRAIN]
+        cand[neg_slots] = sample_negatives(
+            vid[train_rows], vt.n_videos, int(neg_slots.sum()), config, rng
+        )
         lm[neg_slots, :3] = 1.0  # sampled negatives: all three tasks are known zeros
     # history: the user's last L events strictly before the list's first impression
     length = config.history_len

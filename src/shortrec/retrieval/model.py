@@ -21,6 +21,7 @@ from shortrec.retrieval.index import VectorIndex
 from shortrec.retrieval.merge import merge
 from shortrec.retrieval.sources import (
     CandidateSource,
+    CovisitSource,
     ExploreSource,
     FreshSource,
     TagSource,
@@ -37,6 +38,7 @@ TRENDING_FILE = "trending.parquet"
 TAGS_FILE = "tags.npz"
 FRESH_FILE = "fresh.npz"
 EXPLORE_FILE = "explore.npz"
+COVISIT_FILE = "covisit.npz"  # optional: bundles written before the source lack it
 TWO_TOWER_DIR = "two_tower"
 INDEX_DIR = "index"
 
@@ -44,7 +46,8 @@ INDEX_DIR = "index"
 @dataclass(frozen=True)
 class RetrievalModel:
     """All candidate sources (by name) with the config that built them; ``as_of_us`` is the
-    time the statistics were computed at."""
+    time the statistics were computed at. ``vector`` and ``covisit`` may be absent (no trained
+    two-tower; a bundle written before the co-visitation source)."""
 
     config: RetrievalConfig
     trending: TrendingSource
@@ -53,14 +56,16 @@ class RetrievalModel:
     explore: ExploreSource
     vector: VectorSource | None
     as_of_us: int
+    covisit: CovisitSource | None = None
 
     @property
     def sources(self) -> dict[str, CandidateSource]:
         out: dict[str, CandidateSource] = {
             s.name: s for s in (self.trending, self.tags, self.fresh, self.explore)
         }
-        if self.vector is not None:
-            out[self.vector.name] = self.vector
+        for opt in (self.vector, self.covisit):
+            if opt is not None:
+                out[opt.name] = opt
         return out
 
     def source_candidates(
@@ -117,6 +122,9 @@ class RetrievalModel:
             tag_flat=f.tag_flat,
         )
         np.savez(d / EXPLORE_FILE, video=self.explore.video, score=self.explore.score)
+        if self.covisit is not None:
+            c = self.covisit
+            np.savez(d / COVISIT_FILE, ptr=c.ptr, nbr=c.nbr, score=c.score)
         if self.vector is not None:
             self.vector.model.save(d / TWO_TOWER_DIR)
             self.vector.index.save(d / INDEX_DIR)
@@ -148,6 +156,12 @@ class RetrievalModel:
             )
         with np.load(d / EXPLORE_FILE) as z:
             explore = ExploreSource(config.explore, z["video"], z["score"])
+        covisit = None
+        if (d / COVISIT_FILE).is_file():
+            with np.load(d / COVISIT_FILE) as z:
+                covisit = CovisitSource(
+                    config.covisit, config.engagement, z["ptr"], z["nbr"], z["score"]
+                )
         vector = None
         if meta["has_vector"]:
             vector = VectorSource(
@@ -155,7 +169,7 @@ class RetrievalModel:
                 VectorIndex.load(d / INDEX_DIR, config.index.search_threads),
                 config.engagement,
             )
-        return RetrievalModel(config, trending, tags, fresh, explore, vector, as_of)
+        return RetrievalModel(config, trending, tags, fresh, explore, vector, as_of, covisit)
 
     @staticmethod
     def load(art: Path) -> RetrievalModel:

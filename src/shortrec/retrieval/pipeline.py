@@ -26,6 +26,7 @@ from shortrec.retrieval import features as fx
 from shortrec.retrieval.index import VectorIndex
 from shortrec.retrieval.model import COMPONENT, RetrievalModel
 from shortrec.retrieval.sources import (
+    CovisitSource,
     ExploreSource,
     FreshSource,
     TagSource,
@@ -73,6 +74,8 @@ def fit_sources(
     a trained ``two_tower`` is given (its index type chosen by catalogue size)."""
     ev = _events_only(events)
     eng = config.engagement
+    vmax = videos.get_column(S.VIDEO_IDX).max()
+    n_videos = int(vmax) + 1 if vmax is not None else 0  # type: ignore[arg-type]
     vector = None
     if two_tower is not None:
         index = VectorIndex.build(two_tower.video_emb, config.index)
@@ -87,6 +90,7 @@ def fit_sources(
         ),
         vector=vector,
         as_of_us=now_us,
+        covisit=CovisitSource.from_frames(ev, n_videos, now_us, config.covisit, eng),
     )
 
 
@@ -272,7 +276,7 @@ class RetrievalRecommender:
         return out
 
 
-SOURCE_NAMES = ("trending", "tags", "two_tower", "fresh", "explore", MERGED)
+SOURCE_NAMES = ("trending", "tags", "two_tower", "covisit", "fresh", "explore", MERGED)
 
 
 def retrieval_recommenders(

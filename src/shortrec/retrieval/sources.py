@@ -1,4 +1,5 @@
-"""Candidate sources behind one protocol: trending, tags, two-tower vectors, fresh, explore.
+"""Candidate sources behind one protocol: trending, tags, two-tower vectors, co-visitation,
+fresh, explore.
 
 Each source is an immutable object built from frames once (``from_frames``) and then answers
 :meth:`CandidateSource.candidates` per request from numpy arrays only, so a request costs
@@ -14,9 +15,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import scipy.sparse as sp
 
 from shortrec import schema as S
 from shortrec.config import (
+    CovisitConfig,
     EngagementConfig,
     ExploreConfig,
     FreshConfig,
@@ -59,6 +62,19 @@ def _csr(keys: I64, values: Idx32, scores: F32, n_keys: int) -> tuple[I64, Idx32
     ptr = np.zeros(n_keys + 1, dtype=np.int64)
     np.add.at(ptr, keys + 1, 1)
     return np.cumsum(ptr), values, scores
+
+
+def _gather(ptr: I64, values: Idx32, scores: F32, rows: I64, weights: F32) -> tuple[Idx32, F32]:
+    """``sum_r weights[r] * scores`` over the CSR ``rows``: the distinct values (ascending)
+    with their totals."""
+    starts, ends = ptr[rows], ptr[rows + 1]
+    lens = ends - starts
+    pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+    contrib = scores[pos] * np.repeat(weights, lens)
+    uniq, inv = np.unique(values[pos], return_inverse=True)
+    total = np.zeros(uniq.shape[0], dtype=np.float32)
+    np.add.at(total, inv, contrib)
+    return uniq.astype(np.int32), total
 
 
 # ---------------------------------------------------------------- trending
@@ -203,15 +219,146 @@ class TagSource:
         if t.shape[0] > self.cfg.max_user_tags:
             keep = np.lexsort((t, -w))[: self.cfg.max_user_tags]
             t, w = t[keep], w[keep]
-        starts, ends = self.ptr[t], self.ptr[t + 1]
-        lens = ends - starts
-        pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        vids = self.video[pos]
-        contrib = self.score[pos] * np.repeat(w, lens)
-        uniq, inv = np.unique(vids, return_inverse=True)
-        total = np.zeros(uniq.shape[0], dtype=np.float32)
-        np.add.at(total, inv, contrib)
-        idx, sc = _top(uniq.astype(np.int32), total, k)
+        uniq, total = _gather(self.ptr, self.video, self.score, t.astype(np.int64), w)
+        idx, sc = _top(uniq, total, k)
+        return Candidates(self.name, idx, sc)
+
+
+# ---------------------------------------------------------------- covisit
+def covisit_table(
+    user: I64, video: Idx32, n_videos: int, cfg: CovisitConfig
+) -> tuple[I64, Idx32, F32]:
+    """The item-to-item co-visitation table as CSR ``(ptr (n_videos + 1,), nbr, score)``,
+    each row's neighbours best first (ties by video_idx).
+
+    ``user``/``video`` (n,): positive impressions sorted by user, then (ts, event_id). Two
+    impressions of one user ``d`` positions apart (``1 <= d <= window``, different videos)
+    add ``d ** -distance_exponent`` to both directed pairs; a pair's total ``c_ij`` becomes
+    ``c_ij / sqrt(n_i * n_j)`` with ``n_i`` video ``i``'s impressions (cosine-style, so popular
+    videos do not neighbour everything), and each row keeps its ``neighbours`` best.
+
+    Work is ``O(n * window)`` numpy operations. Rows are built in blocks of consecutive videos
+    with about ``chunk_pairs`` pairs, each block summed from pieces of at most about
+    ``chunk_pairs`` pairs (a viral video's pairs span several pieces), then pruned; memory is
+    one piece, one block's distinct pairs and the pruned table.
+    """
+    n, w_max = video.shape[0], cfg.window
+    first = np.ones(n, dtype=np.bool_)
+    first[1:] = user[1:] != user[:-1]
+    starts = np.flatnonzero(first)
+    lens = np.diff(np.append(starts, n))
+    pos = np.arange(n, dtype=np.int64)
+    fwd = np.minimum(w_max, np.repeat(starts + lens, lens) - 1 - pos)  # (n,) partners after
+    bwd = np.minimum(w_max, pos - np.repeat(starts, lens))  # (n,) partners before
+    del pos, first
+    freq = np.bincount(video, minlength=n_videos).astype(np.float64)  # (V,) n_i
+    pairs = np.bincount(video, weights=fwd + bwd, minlength=n_videos)  # (V,) pairs per row
+    by_video = np.argsort(video, kind="stable")  # impressions grouped by video
+    vptr = np.concatenate([[0], np.cumsum(freq.astype(np.int64))])  # (V+1,) into by_video
+    # block b holds the videos whose first pair falls in [b, b+1) * chunk_pairs
+    block = (np.cumsum(pairs) - pairs) // cfg.chunk_pairs
+    edges = np.append(np.flatnonzero(np.diff(block, prepend=-1)), n_videos)
+    weight = np.arange(1, w_max + 1, dtype=np.float64) ** -cfg.distance_exponent  # (W,)
+    rows, nbrs, scores = [], [], []
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        anchor = by_video[vptr[lo] : vptr[hi]]  # impressions of videos lo..hi-1
+        cost = np.cumsum(fwd[anchor] + bwd[anchor])
+        if cost.shape[0] == 0 or cost[-1] == 0:
+            continue  # these videos pair with nothing
+        cuts = np.searchsorted(cost, np.arange(cfg.chunk_pairs, cost[-1], cfg.chunk_pairs))
+        m = sp.csr_array((hi - lo, n_videos), dtype=np.float64)
+        for piece in np.split(anchor, cuts):
+            m = m + _covisit_piece(piece, fwd, bwd, video, weight, lo, m.shape)
+        m.sum_duplicates()
+        row = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(m.indptr))  # (nnz,)
+        col = m.indices.astype(np.int64)
+        sc = m.data / np.sqrt(freq[row] * freq[col])
+        order = np.lexsort((col, -sc, row))  # by row, best first
+        rank = np.arange(order.shape[0]) - m.indptr[row[order] - lo]
+        keep = order[rank < cfg.neighbours]
+        rows.append(row[keep])
+        nbrs.append(col[keep].astype(np.int32))
+        scores.append(sc[keep].astype(np.float32))
+    if not rows:
+        return np.zeros(n_videos + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return _csr(np.concatenate(rows), np.concatenate(nbrs), np.concatenate(scores), n_videos)
+
+
+def _covisit_piece(
+    anchor: I64,
+    fwd: I64,
+    bwd: I64,
+    video: Idx32,
+    weight: npt.NDArray[np.float64],
+    lo: int,
+    shape: tuple[int, int],
+) -> sp.csr_array:
+    """The pairs of the impressions ``anchor`` (rows ``video - lo``) summed into a CSR."""
+    src_l, dst_l, wt_l = [], [], []
+    for d in range(1, weight.shape[0] + 1):
+        for a, step in ((anchor[fwd[anchor] >= d], d), (anchor[bwd[anchor] >= d], -d)):
+            dst = video[a + step]
+            ok = dst != video[a]
+            src_l.append(video[a][ok] - lo)
+            dst_l.append(dst[ok])
+            wt_l.append(np.full(int(ok.sum()), weight[d - 1]))
+    data = (np.concatenate(wt_l), (np.concatenate(src_l), np.concatenate(dst_l)))
+    return sp.csr_array(data, shape=shape)  # duplicate pairs are summed
+
+
+@dataclass(frozen=True)
+class CovisitSource:
+    """Item-to-item co-visitation ("people who watched X around it also watched Y"): the
+    table of :func:`covisit_table` as CSR ``ptr``/``nbr``/``score``. A request sums the
+    neighbour scores of its last ``history_items`` positive history videos, the i-th most
+    recent (from 0) weighted ``history_decay ** i``; history videos are never proposed. A
+    cold user (no positive history) gets nothing."""
+
+    cfg: CovisitConfig
+    engagement: EngagementConfig
+    ptr: I64  # (n_videos + 1,)
+    nbr: Idx32
+    score: F32
+    name: str = "covisit"
+
+    @staticmethod
+    def from_frames(
+        events: pl.DataFrame,
+        n_videos: int,
+        now_us: int,
+        cfg: CovisitConfig,
+        engagement: EngagementConfig,
+    ) -> CovisitSource:
+        """From ``schema.EVENTS`` rows up to ``now_us`` (positive impressions only) over a
+        catalogue of ``n_videos`` (video_idx beyond it are dropped)."""
+        ev = (
+            events.lazy()
+            .filter(pl.col(S.TS).dt.epoch("us") <= now_us)
+            .filter(fx.positive_expr(engagement) & (pl.col(S.VIDEO_IDX) < n_videos))
+            .sort(S.USER_IDX, S.TS, S.EVENT_ID)
+            .select(S.USER_IDX, S.VIDEO_IDX)
+            .collect()
+        )
+        ptr, nbr, score = covisit_table(
+            ev.get_column(S.USER_IDX).to_numpy().astype(np.int64),
+            ev.get_column(S.VIDEO_IDX).to_numpy().astype(np.int32),
+            n_videos,
+            cfg,
+        )
+        return CovisitSource(cfg, engagement, ptr, nbr, score)
+
+    def candidates(self, request: RetrievalRequest, k: int) -> Candidates:
+        h = request.history
+        keep = fx.positive_mask(request.watch_ratio, request.skipped, h.shape[0], self.engagement)
+        keep &= (h >= 0) & (h < self.ptr.shape[0] - 1)  # videos newer than the table: unknown
+        recent = h[keep][-self.cfg.history_items :].astype(np.int64)
+        if recent.shape[0] == 0 or k <= 0:
+            return Candidates.empty(self.name)
+        age = np.arange(recent.shape[0] - 1, -1, -1)  # 0 = most recent
+        weight = (self.cfg.history_decay**age).astype(np.float32)
+        uniq, total = _gather(self.ptr, self.nbr, self.score, recent, weight)
+        new = ~np.isin(uniq, h)
+        idx, sc = _top(uniq[new], total[new], k)
         return Candidates(self.name, idx, sc)
 
 

@@ -50,6 +50,7 @@ STAGES = (
     "source_trending",
     "source_tags",
     "source_vector",
+    "source_covisit",
     "source_fresh",
     "source_explore",
     "merge",

@@ -3,7 +3,8 @@
 ``FeedService.feed`` runs the online flow of DESIGN.md section 2 with a declared fallback chain:
 
     assignment -> store read (history, seen, session, affinities; one round trip)
-      -> sources (vector, tags, trending, fresh, explore) -> merge (quotas, dedupe, drop seen)
+      -> sources (vector, covisit, tags, trending, fresh, explore)
+      -> merge (quotas, dedupe, drop seen)
       -> features (in-process catalogue) -> rank (ONNX Runtime, micro-batched)
       -> session adjustment (topic skip penalty) -> diversify (DPP/MMR + caps) -> page
 
@@ -51,7 +52,7 @@ from shortrec.monitoring.drift import (
     DriftMonitor,
 )
 from shortrec.ranking.predictor import CandidateSet, History
-from shortrec.rerank import rerank
+from shortrec.rerank import rerank, rerank_similarity, tag_jaccard
 from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
 from shortrec.serving.api import EventIn, VideoIn
@@ -81,17 +82,19 @@ SOURCE_STAGE = {
     "trending": "source_trending",
     "tags": "source_tags",
     "two_tower": "source_vector",
+    "covisit": "source_covisit",
     "fresh": "source_fresh",
     "explore": "source_explore",
 }
 _REASONS = {
     "two_tower": "similar to videos you watched",
+    "covisit": "watched by people who watched what you watched",
     "tags": "matches topics you like",
     "trending": "trending now",
     "fresh": "new upload",
     "explore": "something different to explore",
 }
-_REASON_ORDER = ("two_tower", "tags", "fresh", "trending", "explore")
+_REASON_ORDER = ("two_tower", "covisit", "tags", "fresh", "trending", "explore")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -223,31 +226,6 @@ class _Timer:
 
 def _arm_labels(arms: dict[str, str]) -> list[str]:
     return [f"{e}:{a}" for e, a in sorted(arms.items())] or [NO_ARM]
-
-
-def fast_tag_jaccard(tags: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
-    """Jaccard similarity of tag sets, ``tags`` (n, T) with ``-1`` padding -> (n, n).
-
-    Same values as :func:`shortrec.rerank.tag_jaccard` (diagonal 1), computed through a
-    one-hot matrix ``M`` (n, distinct tags): ``inter = M M^T`` — O(n^2 k) instead of
-    O(n^2 T^2) memory, which matters on the request path.
-    """
-    t = np.asarray(tags)
-    n = t.shape[0]
-    present = t >= 0
-    uniq, inv = np.unique(t[present], return_inverse=True)
-    counts = np.zeros((n, max(1, uniq.shape[0])), np.float64)
-    rows = np.repeat(np.arange(n), present.sum(axis=1))
-    np.add.at(counts, (rows, inv), 1.0)
-    # like the reference: positions of row i whose tag occurs in row j, over tag positions
-    inter = counts @ (counts > 0).T.astype(np.float64)
-    cnt = counts.sum(axis=1)
-    union = cnt[:, None] + cnt[None, :] - inter
-    sim: npt.NDArray[np.float64] = np.divide(
-        inter, union, out=np.zeros_like(inter), where=union > 0
-    )
-    np.fill_diagonal(sim, 1.0)
-    return sim
 
 
 def _wall_us() -> int:
@@ -1055,15 +1033,9 @@ class FeedService:
         rel = score[pool]
         span = rel.max() - rel.min()
         rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
-        picked = rerank(
-            rel,
-            fast_tag_jaccard(meta.tags[pool]),
-            rcfg,
-            meta.creator[pool],
-            meta.category[pool],
-            served_c,
-            served_t,
-        )
+        creator, topic = meta.creator[pool], meta.category[pool]
+        sim = rerank_similarity(rcfg, meta.tags[pool], creator, topic)
+        picked = rerank(rel, sim, rcfg, creator, topic, served_c, served_t)
         out: npt.NDArray[np.int64] = pool[np.asarray(picked, np.int64)]
         return out
 
@@ -1086,7 +1058,7 @@ class FeedService:
         m.feed_fresh_share.observe(sum("fresh" in it.sources for it in r.items) / len(r.items))
         if len(r.items) > 1:
             tags = bundle.catalogue.meta([it.video_idx for it in r.items]).tags
-            sim = fast_tag_jaccard(tags)
+            sim = tag_jaccard(tags)
             k = sim.shape[0]
             m.feed_diversity.observe(float((1.0 - sim).sum() / (k * (k - 1))))
 

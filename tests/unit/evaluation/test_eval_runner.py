@@ -101,6 +101,9 @@ def test_temporal_short_video_metrics_known_values() -> None:
     assert rep.logged["skip_rate"] == pytest.approx(0.25)
     # one creator per list slot pattern: creators are v % 6, own-group videos span 3 creators
     assert ideal["distinct_creators@5"] <= 3 / 5 + 1e-9
+    # topics (category) are v % 2 and each group is one parity: one topic per list
+    assert ideal["distinct_topics@5"] == pytest.approx(1 / 5)
+    assert anti["distinct_topics@5"] == pytest.approx(1 / 5)
 
 
 def test_same_seed_same_report_and_different_seed_differs() -> None:

@@ -24,6 +24,7 @@ from shortrec.ranking.batches import (
     candidate_features,
     event_labels,
     history_features,
+    sample_negatives,
     tag_novelty,
 )
 from shortrec.ranking.metrics import auc, ndcg_at_k
@@ -198,6 +199,31 @@ def test_sampled_negatives_for_logs_without_impressions(world: Any) -> None:
     np.testing.assert_array_equal(lists.labels[:, 1:, :3], 0.0)
     np.testing.assert_array_equal(lists.label_mask[:, :, 0], 1.0)
     assert lists.sources.sum() == 0  # sources unknown for sampled items: never a give-away
+
+
+def test_negative_sampling_modes_follow_popularity() -> None:
+    # video 0 engaged 900 times, 1 engaged 100 times, 2..99 never
+    engaged = np.r_[np.zeros(900, np.int64), np.ones(100, np.int64)]
+    n, draws = 100, 20_000
+
+    def sample(mode: str, power: float = 1.0) -> np.ndarray:
+        cfg = RankerConfig(negative_sampling=mode, negative_pop_power=power)
+        return sample_negatives(engaged, n, draws, cfg, np.random.default_rng(0))
+
+    pop = sample("popularity")
+    assert set(np.unique(pop).tolist()) == {0, 1}  # never-engaged videos get no mass
+    assert abs((pop == 0).mean() - 0.9) < 0.02
+    flat = sample("popularity", power=0.0)  # power 0: every engaged video alike
+    assert abs((flat == 0).mean() - 0.5) < 0.02
+    uni = sample("uniform")
+    assert np.unique(uni).size == n and abs((uni == 0).mean() - 0.01) < 0.01
+    mixed = sample("mixed")
+    assert abs((mixed == 0).mean() - (0.5 * 0.9 + 0.5 * 0.01)) < 0.02
+    assert np.isin(np.arange(2, n), mixed).all()  # the uniform half still reaches the tail
+    # nothing engaged: the popularity part falls back to uniform
+    cfg = RankerConfig(negative_sampling="popularity")
+    empty = sample_negatives(np.zeros(0, np.int64), n, 1000, cfg, np.random.default_rng(0))
+    assert empty.min() >= 0 and empty.max() < n and np.unique(empty).size > 50
 
 
 def test_video_stats_are_point_in_time() -> None:

@@ -113,7 +113,15 @@ def test_merged_warm_request_mixes_sources_and_drops_seen(
 
 def test_recommender_adapters_share_one_fit(world: World, config: RetrievalConfig) -> None:
     recs = retrieval_recommenders(config, seed=0)
-    assert set(recs) == {"trending", "tags", "two_tower", "fresh", "explore", "merged"}
+    assert set(recs) == {
+        "trending",
+        "tags",
+        "two_tower",
+        "covisit",
+        "fresh",
+        "explore",
+        "merged",
+    }
     data = TrainingData(
         interactions=world.events,
         videos=world.videos,
@@ -133,7 +141,7 @@ def test_recommender_adapters_share_one_fit(world: World, config: RetrievalConfi
         finite = np.isfinite(s)
         assert finite.sum(axis=1).max() <= config.n_candidates
         assert not finite[0, seen.to_numpy()].any(), name  # seen videos never proposed
-        if name in ("trending", "two_tower", "merged", "explore"):
+        if name in ("trending", "two_tower", "covisit", "merged", "explore"):
             assert finite.sum(axis=1).min() > 0, name
     assert recs["two_tower"]._shared is recs["merged"]._shared  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="unknown"):

@@ -15,7 +15,7 @@ def _req(world: World, user: int, **kw: object) -> RetrievalRequest:
 
 
 def test_every_source_satisfies_the_protocol(model: RetrievalModel) -> None:
-    assert set(model.sources) == {"trending", "tags", "fresh", "explore", "two_tower"}
+    assert set(model.sources) == {"trending", "tags", "fresh", "explore", "two_tower", "covisit"}
     for name, src in model.sources.items():
         assert isinstance(src, CandidateSource)
         assert src.name == name
