@@ -245,8 +245,12 @@ class EvalConfig(StrictModel):
     same). Pairwise diversity (intra-list diversity) is computed for cut-offs up to
     ``pairwise_max_k`` only, as its cost grows with k². ``oracle_ideal_sample`` items per user
     (sampled uniformly from the eligible unseen catalogue, or the whole of it when smaller)
-    give the oracle protocol's ideal ordering. ``embedding_dim`` sizes the truncated-SVD item
-    embedding used for embedding diversity when none is passed to the runner.
+    give the oracle protocol's ideal ordering. ``oracle_recall_top`` = R (oracle protocol only,
+    off by default: it scores the whole catalogue for every evaluated user once) defines each
+    user's relevant set as the R eligible unseen videos with the highest expected gain, so that
+    ``recall@k`` and ``hit@k`` exist under the oracle too (recall of candidate generators).
+    ``embedding_dim`` sizes the truncated-SVD item embedding used for embedding diversity when
+    none is passed to the runner.
     """
 
     protocol: Protocol = "temporal"
@@ -260,6 +264,7 @@ class EvalConfig(StrictModel):
     relevance_cap: float = Field(default=2.0, gt=0)
     pairwise_max_k: int = Field(default=20, ge=2)
     oracle_ideal_sample: int = Field(default=1000, ge=1)
+    oracle_recall_top: int | None = Field(default=None, ge=1)
     embedding_dim: int = Field(default=32, ge=1)
 
     @property

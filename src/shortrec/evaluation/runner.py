@@ -272,9 +272,11 @@ def _evaluate_one(
     oracle: Oracle | None,
     progress: Progress,
     task_id: TaskID,
+    oracle_top: IntArray | None = None,
 ) -> tuple[dict[str, float], float]:
     """All metrics of one recommender over the task's users, batch by batch; also returns the
-    seconds spent inside ``rec.score``."""
+    seconds spent inside ``rec.score``. ``oracle_top`` (n_eval, R), ``-1`` padded: each user's
+    oracle relevant set (:func:`_oracle_top`), for recall and hit under the oracle."""
     n_eval, n_items = task.users.size, task.n_items
     big_k = max(ks)
     acc = _Acc(n_eval, ks, n_items)
@@ -283,6 +285,11 @@ def _evaluate_one(
     ideal = _ideal(task.relevant, big_k)
     n_rel = np.diff(task.relevant.indptr)
     seen_keys = csr_keys(task.seen) if oracle is not None else np.zeros(0, dtype=np.int64)
+    if oracle_top is not None:
+        top_rows = np.broadcast_to(np.arange(n_eval, dtype=np.int64)[:, None], oracle_top.shape)
+        top_ok = oracle_top >= 0
+        oracle_keys = np.sort(top_rows[top_ok] * n_items + oracle_top[top_ok])
+        oracle_n = top_ok.sum(axis=1)
     uniform_ts = bool(n_eval == 0 or (task.eval_ts_us == task.eval_ts_us[0]).all())
     known = np.flatnonzero(task.upload_us != np.iinfo(np.int64).min)
     by_upload = known[np.argsort(task.upload_us[known], kind="stable")]
@@ -322,6 +329,17 @@ def _evaluate_one(
         sl = slice(lo, hi)
         for j, k in enumerate(ks):
             acc.put("ndcg", sl, j, M.ndcg_at_k(gains, big_ideal, k))
+            if oracle_top is not None:
+                hit = member(oracle_keys, rows[:, None] * n_items + top[:, :k]) & valid[:, :k]
+                found = hit.sum(axis=1).astype(np.float64)
+                n_top = oracle_n[lo:hi]
+                acc.put(
+                    "recall",
+                    sl,
+                    j,
+                    np.divide(found, n_top, out=np.full(nb, np.nan), where=n_top > 0),
+                )
+                acc.put("hit", sl, j, (found > 0).astype(np.float64))
             if oracle is None:
                 acc.put("hit", sl, j, M.hit_at_k(gains, k))
                 acc.put("recall", sl, j, M.recall_at_k(gains, n_rel[lo:hi], k))
@@ -486,6 +504,33 @@ def _oracle_batch(
     return gains, np.where(np.isfinite(best), np.maximum(best, 0.0), 0.0)
 
 
+def _oracle_top(oracle: Oracle, task: EvalTask, r: int, config: EvalConfig) -> IntArray:
+    """Each evaluated user's oracle relevant set (n_eval, r), ``-1`` padded: the ``r`` videos
+    with the highest expected gain (watch ratio clipped to ``relevance_cap``) among those
+    uploaded by the user's serving time and not in their training history, the whole catalogue
+    scored (in blocks of users). Ties at the cut are broken by the lower video index."""
+    n_eval, n_items = task.users.size, task.n_items
+    seen_keys = csr_keys(task.seen)
+    out = np.full((n_eval, min(r, n_items)), -1, dtype=np.int64)
+    items = np.arange(n_items, dtype=np.int64)
+    block = max(1, 2_000_000 // max(n_items, 1))
+    for lo in range(0, n_eval, block):
+        hi = min(n_eval, lo + block)
+        users, ts = task.users[lo:hi], task.eval_ts_us[lo:hi]
+        grid = np.broadcast_to(items, (hi - lo, n_items))
+        resp = oracle.expected_response(users.astype(np.int64), grid, ts)
+        gain = np.clip(
+            _resp(resp.watch_ratio, grid.shape, "watch_ratio"), 0.0, config.relevance_cap
+        )
+        rows = np.arange(lo, hi, dtype=np.int64)[:, None]
+        ok = (task.upload_us[None, :] <= ts[:, None]) & ~member(seen_keys, rows * n_items + grid)
+        # best first by gain, ties by index: a stable sort of -gain
+        order = np.argsort(np.where(ok, -gain, np.inf), axis=1, kind="stable")[:, : out.shape[1]]
+        keep = np.take_along_axis(ok, order, axis=1)
+        out[lo:hi] = np.where(keep, order, -1)
+    return out
+
+
 def _resp(arr: npt.ArrayLike, shape: tuple[int, ...], name: str) -> F64:
     a = np.asarray(arr, dtype=np.float64)
     if a.shape != shape:
@@ -603,6 +648,9 @@ def evaluate(
                 "of the sampled protocol"
             )
     items = _item_side(task, videos, config, item_embeddings)
+    oracle_top = None
+    if oracle_used is not None and config.oracle_recall_top is not None:
+        oracle_top = _oracle_top(oracle_used, task, config.oracle_recall_top, config)
     n_batches = math.ceil(task.users.size / _batch_size(config, task.n_items))
     results: dict[str, dict[str, float]] = {}
     info: dict[str, dict[str, object]] = {}
@@ -623,7 +671,7 @@ def evaluate(
             fit_s = time.perf_counter() - t0
             t1, c1 = time.perf_counter(), time.process_time()
             results[rec.name], score_s = _evaluate_one(
-                rec, task, items, config, ks, oracle_used, bar, tid
+                rec, task, items, config, ks, oracle_used, bar, tid, oracle_top
             )
             eval_s = time.perf_counter() - t1
             eval_cpu_s = time.process_time() - c1

@@ -87,6 +87,41 @@ def test_oracle_protocol_known_values() -> None:
     assert "hit@10" not in ideal
 
 
+def test_oracle_recall_against_each_users_best_catalogue_items() -> None:
+    oracle = CheckerboardOracle()
+    ev, videos, users = checkerboard()
+    config = EvalConfig(protocol="oracle", ks=KS, oracle_recall_top=5)
+    recs = [IdealRecommender(), AntiIdeal(name="anti")]
+    rep = evaluate(ev, videos, users, recs, config, oracle=oracle, progress=False)
+    ideal, anti = rep.metrics["ideal"], rep.metrics["anti"]
+    # the relevant set is 5 own-group videos (all worth 0.9; ties by lower index, as the
+    # runner's top-k): the ideal list finds one of them at k=1 and all from k=5 on
+    assert ideal["recall@1"] == pytest.approx(1 / 5) and ideal["hit@1"] == 1.0
+    for k in (5, 10, 20):
+        assert ideal[f"recall@{k}"] == pytest.approx(1.0)
+        assert anti[f"recall@{k}"] == 0.0 and anti[f"hit@{k}"] == 0.0
+    # off by default: no recall under the oracle, as before
+    assert "recall@10" not in _run("oracle", [IdealRecommender()]).metrics["ideal"]
+
+
+def test_oracle_relevant_set_is_computed_once_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shortrec.evaluation import runner
+
+    calls: list[int] = []
+    real = runner._oracle_top
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(runner, "_oracle_top", counted)
+    ev, videos, users = checkerboard()
+    config = EvalConfig(protocol="oracle", ks=KS, oracle_recall_top=5)
+    recs = [IdealRecommender(), AntiIdeal(name="anti"), Trending()]
+    evaluate(ev, videos, users, recs, config, oracle=CheckerboardOracle(), progress=False)
+    assert len(calls) == 1
+
+
 def test_temporal_short_video_metrics_known_values() -> None:
     rep = _run("temporal", [IdealRecommender(), AntiIdeal(name="anti")])
     ideal, anti = rep.metrics["ideal"], rep.metrics["anti"]
