@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--event-share", type=float, default=0.2)
+    ap.add_argument(
+        "--name",
+        default="serving",
+        help="results file name (e.g. serving_c16 for a connection sweep point)",
+    )
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -320,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator": "wrk -t1",
         "cores": os.cpu_count(),
     }
-    path = write_result("serving", config, metrics)
+    path = write_result(args.name, config, metrics)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {path}")
     return 0
