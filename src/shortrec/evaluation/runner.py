@@ -272,11 +272,11 @@ def _evaluate_one(
     oracle: Oracle | None,
     progress: Progress,
     task_id: TaskID,
-    oracle_top: IntArray | None = None,
+    oracle_top: tuple[IntArray, IntArray] | None = None,
 ) -> tuple[dict[str, float], float]:
     """All metrics of one recommender over the task's users, batch by batch; also returns the
-    seconds spent inside ``rec.score``. ``oracle_top`` (n_eval, R), ``-1`` padded: each user's
-    oracle relevant set (:func:`_oracle_top`), for recall and hit under the oracle."""
+    seconds spent inside ``rec.score``. ``oracle_top``: the users' oracle relevant sets as
+    (sorted keys, size per user) (:func:`_oracle_top`), for recall and hit under the oracle."""
     n_eval, n_items = task.users.size, task.n_items
     big_k = max(ks)
     acc = _Acc(n_eval, ks, n_items)
@@ -285,11 +285,6 @@ def _evaluate_one(
     ideal = _ideal(task.relevant, big_k)
     n_rel = np.diff(task.relevant.indptr)
     seen_keys = csr_keys(task.seen) if oracle is not None else np.zeros(0, dtype=np.int64)
-    if oracle_top is not None:
-        top_rows = np.broadcast_to(np.arange(n_eval, dtype=np.int64)[:, None], oracle_top.shape)
-        top_ok = oracle_top >= 0
-        oracle_keys = np.sort(top_rows[top_ok] * n_items + oracle_top[top_ok])
-        oracle_n = top_ok.sum(axis=1)
     uniform_ts = bool(n_eval == 0 or (task.eval_ts_us == task.eval_ts_us[0]).all())
     known = np.flatnonzero(task.upload_us != np.iinfo(np.int64).min)
     by_upload = known[np.argsort(task.upload_us[known], kind="stable")]
@@ -330,6 +325,7 @@ def _evaluate_one(
         for j, k in enumerate(ks):
             acc.put("ndcg", sl, j, M.ndcg_at_k(gains, big_ideal, k))
             if oracle_top is not None:
+                oracle_keys, oracle_n = oracle_top
                 hit = member(oracle_keys, rows[:, None] * n_items + top[:, :k]) & valid[:, :k]
                 found = hit.sum(axis=1).astype(np.float64)
                 n_top = oracle_n[lo:hi]
@@ -504,11 +500,14 @@ def _oracle_batch(
     return gains, np.where(np.isfinite(best), np.maximum(best, 0.0), 0.0)
 
 
-def _oracle_top(oracle: Oracle, task: EvalTask, r: int, config: EvalConfig) -> IntArray:
-    """Each evaluated user's oracle relevant set (n_eval, r), ``-1`` padded: the ``r`` videos
-    with the highest expected gain (watch ratio clipped to ``relevance_cap``) among those
-    uploaded by the user's serving time and not in their training history, the whole catalogue
-    scored (in blocks of users). Ties at the cut are broken by the lower video index."""
+def _oracle_top(
+    oracle: Oracle, task: EvalTask, r: int, config: EvalConfig
+) -> tuple[IntArray, IntArray]:
+    """Each evaluated user's oracle relevant set: the ``r`` videos with the highest expected
+    gain (watch ratio clipped to ``relevance_cap``) among those uploaded by the user's serving
+    time and not in their training history, the whole catalogue scored (in blocks of users).
+    Ties at the cut are broken by the lower video index. Returns the sorted keys
+    ``row * n_items + video`` and the set's size per user (n_eval,)."""
     n_eval, n_items = task.users.size, task.n_items
     seen_keys = csr_keys(task.seen)
     out = np.full((n_eval, min(r, n_items)), -1, dtype=np.int64)
@@ -528,7 +527,9 @@ def _oracle_top(oracle: Oracle, task: EvalTask, r: int, config: EvalConfig) -> I
         order = np.argsort(np.where(ok, -gain, np.inf), axis=1, kind="stable")[:, : out.shape[1]]
         keep = np.take_along_axis(ok, order, axis=1)
         out[lo:hi] = np.where(keep, order, -1)
-    return out
+    ok = out >= 0
+    rows = np.broadcast_to(np.arange(n_eval, dtype=np.int64)[:, None], out.shape)
+    return np.sort(rows[ok] * n_items + out[ok]), ok.sum(axis=1)
 
 
 def _resp(arr: npt.ArrayLike, shape: tuple[int, ...], name: str) -> F64:
