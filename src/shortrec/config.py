@@ -7,6 +7,7 @@ Ownership: each class is edited together with the component it configures.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -400,30 +401,37 @@ class IndexConfig(StrictModel):
 
 
 class MergeConfig(StrictModel):
-    """Merge: per-source quotas (fractions of ``total``), dedupe, seen-filter.
+    """Merge: per-source quotas (reserved fractions of ``total``), fusion, dedupe, seen-filter.
 
-    ``quotas`` serve users with a history; ``cold_quotas`` users without one. Each source is
-    asked for ``ceil(quota * total * oversample)`` candidates plus up to ``seen_slack`` more (as
-    many as the user has seen videos) so that dedupe and the seen-filter still leave enough;
-    slots a source cannot fill go to the others' next candidates. The merged order is weighted
-    reciprocal-rank fusion (Cormack et al., SIGIR 2009) with weight = quota and constant
-    ``rrf_k``.
+    ``quotas`` reserve slots for users with a history, ``weights`` are their sources' fusion
+    weights (None: the quotas); ``cold_quotas`` serve users without a history (fused with the
+    same numbers as weights). Slots the quotas leave go to the best candidates by weighted
+    reciprocal-rank fusion (Cormack et al., SIGIR 2009, constant ``rrf_k``), which also orders
+    the result. Each source is asked for ``ceil(max(quota * oversample, depth) * total)``
+    candidates (``depth`` only for a source with a fusion weight) plus up to ``seen_slack`` more
+    (as many as the user has seen videos) so that dedupe and the seen-filter still leave
+    enough; slots a source cannot fill go to the others' next candidates.
+
+    The default reserves 4 % of the slots for new uploads (``fresh``) and fills the rest by
+    fusion over lists as deep as the whole set: videos that several sources rank high come
+    first, which fixed per-source shares cannot do (measured in docs/retrieval.md#merge).
     """
 
     total: int = Field(default=500, ge=1)
-    quotas: dict[str, float] = Field(
+    quotas: dict[str, float] = Field(default_factory=lambda: {"fresh": 0.04})
+    weights: dict[str, float] | None = Field(
         default_factory=lambda: {
-            "two_tower": 0.3,
-            "covisit": 0.35,
-            "tags": 0.1,
-            "trending": 0.1,
-            "fresh": 0.1,
+            "tags": 0.4,
+            "two_tower": 0.2,
+            "covisit": 0.2,
+            "trending": 0.15,
             "explore": 0.05,
         }
     )
     cold_quotas: dict[str, float] = Field(
         default_factory=lambda: {"trending": 0.5, "explore": 0.4, "fresh": 0.1}
     )
+    depth: float = Field(default=1.0, ge=0)
     oversample: float = Field(default=1.5, ge=1.0)
     seen_slack: int = Field(default=1_000, ge=0)
     rrf_k: float = Field(default=60.0, gt=0)
@@ -431,17 +439,45 @@ class MergeConfig(StrictModel):
     @model_validator(mode="after")
     def _check_quotas(self) -> MergeConfig:
         for field, quotas in (("quotas", self.quotas), ("cold_quotas", self.cold_quotas)):
-            unknown = sorted(set(quotas) - set(RETRIEVAL_SOURCES))
-            if unknown:
-                raise ValueError(
-                    f"{field}: unknown source(s) {unknown}; expected some of {RETRIEVAL_SOURCES}"
-                )
-            if any(q < 0 for q in quotas.values()):
-                raise ValueError(f"{field}: quotas must be >= 0")
+            _check_sources(field, quotas)
             total = sum(quotas.values())
             if total <= 0 or total > 1.0 + 1e-9:
                 raise ValueError(f"{field}: quotas must sum to a value in (0, 1], got {total}")
+        if self.weights is not None:
+            _check_sources("weights", self.weights)
+            if not any(w > 0 for w in self.weights.values()):
+                raise ValueError("weights: at least one source needs a weight > 0")
         return self
+
+    def plan(
+        self, total: int, slack: int, cold: bool, quotas: dict[str, float] | None = None
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+        """``(quotas, weights, sizes)`` for one request: the quotas (``quotas`` overrides the
+        warm ones, e.g. an experiment arm's), the fusion weights and how many candidates to ask
+        each source for (``slack``: the seen videos that may be filtered out)."""
+        if cold:  # the cold quotas fill every slot: no fusion depth
+            q, w, depth = self.cold_quotas, self.cold_quotas, 0.0
+        else:
+            q = self.quotas if quotas is None else quotas
+            w = q if self.weights is None else self.weights
+            depth = self.depth
+        sizes = {}
+        for name in RETRIEVAL_SOURCES:
+            quota, weight = q.get(name, 0.0), w.get(name, 0.0)
+            if quota > 0 or weight > 0:
+                n = max(quota * total * self.oversample, depth * total if weight > 0 else 0.0)
+                sizes[name] = math.ceil(n) + slack
+        return q, w, sizes
+
+
+def _check_sources(field: str, values: dict[str, float]) -> None:
+    unknown = sorted(set(values) - set(RETRIEVAL_SOURCES))
+    if unknown:
+        raise ValueError(
+            f"{field}: unknown source(s) {unknown}; expected some of {RETRIEVAL_SOURCES}"
+        )
+    if any(v < 0 for v in values.values()):
+        raise ValueError(f"{field}: weights and quotas must be >= 0")
 
 
 class RetrievalConfig(StrictModel):

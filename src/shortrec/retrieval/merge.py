@@ -2,11 +2,16 @@
 
 Quota phase: sources in order of decreasing quota (ties: the order given) each admit their best
 not-yet-admitted, unseen candidates until ``round(quota * total)`` of their own are in (largest
-remainder rounding, so the slots add up). Fill phase: slots left over (a source had too few)
-go to the remaining candidates of all sources by fused score. The result is ordered by weighted
-reciprocal-rank fusion, ``sum_s w_s / (rrf_k + rank_s(v))`` with ``rank`` from 1 (Cormack,
-Clarke & Buettcher, SIGIR 2009), ``w_s`` the source's quota; every candidate records, as a
-bit mask, each source whose list contained it.
+remainder rounding, so the slots add up). Fill phase: slots left over (quotas that sum below 1,
+or a source with too few) go to the remaining candidates of all sources by fused score. The
+result is ordered by weighted reciprocal-rank fusion, ``sum_s w_s / (rrf_k + rank_s(v))`` with
+``rank`` from 1 (Cormack, Clarke & Buettcher, SIGIR 2009) and ``w_s`` the source's fusion
+weight (its quota unless ``weights`` are given); every candidate records, as a bit mask, each
+source whose list contained it.
+
+Quotas reserve slots; fusion weights decide the rest. With small quotas (reserves for sources
+that must be represented, such as new uploads) and deep lists, most slots go to the videos that
+several sources rank high, which fixed shares cannot find (see docs/retrieval.md#merge).
 """
 
 from __future__ import annotations
@@ -36,13 +41,16 @@ def merge(
     total: int,
     seen: npt.ArrayLike = (),
     rrf_k: float = 60.0,
+    weights: Mapping[str, float] | None = None,
 ) -> MergedCandidates:
     """Merge source lists into at most ``total`` unique, unseen candidates (see module doc).
 
     ``lists``: one :class:`Candidates` per source (distinct source names; a source missing
-    from ``quotas`` gets no quota slots but may fill leftover ones with fusion weight 0...
-    so it only fills after every weighted candidate); ``seen``: video_idx never returned.
+    from ``quotas`` gets no quota slots); ``weights``: fusion weight per source (default:
+    ``quotas``; a source with weight 0 or none only fills after every weighted candidate);
+    ``seen``: video_idx never returned.
     """
+    fusion = quotas if weights is None else weights
     names = tuple(c.source for c in lists)
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate source names in {names}")
@@ -87,7 +95,7 @@ def merge(
     kept_lens = np.bincount(src[kept_idx], minlength=n_src)  # (S,)
     starts = np.cumsum(kept_lens) - kept_lens
     ranks = (np.arange(kept_idx.shape[0]) - np.repeat(starts, kept_lens) + 1).astype(np.float64)
-    weight = np.repeat([quotas.get(s, 0.0) for s in names], kept_lens).astype(np.float64)
+    weight = np.repeat([fusion.get(s, 0.0) for s in names], kept_lens).astype(np.float64)
     # fused score; both sums accumulate in list order, exactly like two ufunc.at passes:
     # sources that only fill (weight 0) still need an order among themselves: tiny epsilon
     fused = np.bincount(

@@ -71,35 +71,41 @@ class RetrievalModel:
     def source_candidates(
         self, request: RetrievalRequest, total: int | None = None, scale: float = 1.0
     ) -> list[Candidates]:
-        """Every source with a quota for this request, each asked for
-        ``ceil(quota * total * oversample * scale)`` plus a slack for seen videos."""
+        """Every source with a quota or a fusion weight for this request, each asked for
+        ``scale`` times its :meth:`MergeConfig.plan` size plus a slack for seen videos."""
+        return self._lists(request, total, scale)[2]
+
+    def _lists(
+        self, request: RetrievalRequest, total: int | None, scale: float
+    ) -> tuple[dict[str, float], dict[str, float], list[Candidates], bool]:
+        """``(quotas, weights, lists, exhausted)``: ``exhausted`` when every source returned
+        fewer than it was asked for (asking for more cannot help)."""
         cfg = self.config.merge
         total = cfg.total if total is None else total
-        quotas = cfg.cold_quotas if request.is_cold else cfg.quotas
         slack = min(int(np.unique(request.seen).shape[0]), cfg.seen_slack)
+        quotas, weights, sizes = cfg.plan(total, 0, request.is_cold)
         srcs = self.sources
-        return [
-            srcs[name].candidates(request, math.ceil(q * total * cfg.oversample * scale) + slack)
-            for name, q in quotas.items()
-            if q > 0 and name in srcs
-        ]
+        lists, exhausted = [], True
+        for name, size in sizes.items():
+            if name in srcs:
+                want = math.ceil(size * scale)
+                c = srcs[name].candidates(request, want + slack)
+                lists.append(c)
+                exhausted &= len(c) < want
+        return quotas, weights, lists, exhausted
 
     def retrieve(self, request: RetrievalRequest, total: int | None = None) -> MergedCandidates:
-        """Merged candidates for one request: quotas (cold users: ``cold_quotas``), dedupe,
-        the request's seen videos removed, ``total`` (default ``merge.total``) of them unless
-        the sources together cannot propose that many.
+        """Merged candidates for one request: quotas and fusion weights (cold users:
+        ``cold_quotas``), dedupe, the request's seen videos removed, ``total`` (default
+        ``merge.total``) of them unless the sources together cannot propose that many.
 
         When overlap between sources leaves the set short, the sources are asked again for
         up to 4x, then 16x as many (rare: only when their lists overlap heavily)."""
         cfg = self.config.merge
         total = cfg.total if total is None else total
-        quotas = cfg.cold_quotas if request.is_cold else cfg.quotas
         for scale in (1.0, 4.0, 16.0):
-            lists = self.source_candidates(request, total, scale)
-            out = merge(lists, quotas, total, request.seen, cfg.rrf_k)
-            exhausted = all(
-                len(c) < math.ceil(quotas[c.source] * total * cfg.oversample * scale) for c in lists
-            )
+            quotas, weights, lists, exhausted = self._lists(request, total, scale)
+            out = merge(lists, quotas, total, request.seen, cfg.rrf_k, weights)
             if len(out) >= total or exhausted:
                 break
         return out

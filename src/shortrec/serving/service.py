@@ -787,21 +787,15 @@ class FeedService:
         fallbacks: list[str],
     ) -> MergedCandidates:
         mcfg = bundle.retrieval.config.merge
-        if req.is_cold:
-            quotas = mcfg.cold_quotas
-        else:
-            quotas = ov.source_quotas if ov.source_quotas is not None else mcfg.quotas
         total = self.config.n_candidates
         slack = min(int(np.unique(req.seen).shape[0]), mcfg.seen_slack)
+        quotas, weights, sizes = mcfg.plan(total, slack, req.is_cold, ov.source_quotas)
         deadline = time.perf_counter() + timer.left(self.config.deadline_sources_ms / 1e3)
         lists: list[Candidates] = []
-        for name, q in quotas.items():
-            if q <= 0:
-                continue
+        for name, k in sizes.items():
             if time.perf_counter() > deadline:
                 fallbacks.append("source_error")  # out of time: later sources are skipped
                 break
-            k = math.ceil(q * total * mcfg.oversample) + slack
             t0 = time.perf_counter()
             try:
                 c = self._source(bundle, name, req, k, degraded)
@@ -813,7 +807,7 @@ class FeedService:
             self.metrics.candidates_child(name).observe(len(c))
             lists.append(c)
         t0 = time.perf_counter()
-        merged = merge(lists, quotas, total, req.seen, mcfg.rrf_k)
+        merged = merge(lists, quotas, total, req.seen, mcfg.rrf_k, weights)
         timer.record("merge", t0)
         self.metrics.candidates_child("merged").observe(len(merged))
         return merged

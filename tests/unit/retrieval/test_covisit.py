@@ -263,4 +263,4 @@ def test_bundle_without_covisit_loads(world: World, model: RetrievalModel, tmp_p
 
 def test_config_carries_covisit() -> None:
     cfg = RetrievalConfig.model_validate({"covisit": {"window": 7}})
-    assert cfg.covisit.window == 7 and "covisit" in cfg.merge.quotas
+    assert cfg.covisit.window == 7 and cfg.merge.weights and "covisit" in cfg.merge.weights

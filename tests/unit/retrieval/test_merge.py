@@ -64,6 +64,50 @@ def test_merge_config_rejects_bad_quotas() -> None:
         MergeConfig(quotas={"nope": 0.5})
     with pytest.raises(ValueError, match="sum"):
         MergeConfig(quotas={"tags": 0.7, "trending": 0.7})
+    with pytest.raises(ValueError, match="weights: unknown source"):
+        MergeConfig(weights={"nope": 0.5})
+    with pytest.raises(ValueError, match="weights and quotas must be >= 0"):
+        MergeConfig(weights={"tags": -0.1, "trending": 0.5})
+    with pytest.raises(ValueError, match="weight > 0"):
+        MergeConfig(weights={"tags": 0.0})
+
+
+def test_reserved_slots_and_fusion_of_the_rest() -> None:
+    # fresh reserves 2 of 6 slots with no fusion weight; the other 4 go to the videos the
+    # weighted sources rank high together, not to each source's own best
+    tags = _c("tags", [1, 2, 3, 4, 5, 6])
+    tower = _c("two_tower", [7, 8, 3, 4, 9, 10])
+    fresh = _c("fresh", [20, 21, 22])
+    w = {"tags": 0.5, "two_tower": 0.5}
+    m = merge([tags, tower, fresh], {"fresh": 2 / 6}, 6, weights=w)
+    got = m.video_idx.tolist()
+    assert got[:2] == [3, 4]  # proposed by both: first
+    assert set(got) == {3, 4, 1, 7, 20, 21}
+    assert m.from_source("fresh").sum() == 2
+    # with the quotas as weights (the old behaviour) fresh would fuse too; here it only fills
+    assert got[-2:] == [20, 21]
+
+
+def test_plan_sizes_each_source() -> None:
+    cfg = MergeConfig(
+        quotas={"fresh": 0.04},
+        weights={"tags": 0.5, "two_tower": 0.5},
+        depth=1.0,
+        oversample=1.5,
+        cold_quotas={"trending": 0.6, "explore": 0.4},
+    )
+    q, w, sizes = cfg.plan(500, 7, cold=False)
+    assert q == {"fresh": 0.04} and w == {"tags": 0.5, "two_tower": 0.5}
+    assert sizes == {"two_tower": 507, "tags": 507, "fresh": 30 + 7}  # depth vs quota share
+    q, w, sizes = cfg.plan(500, 0, cold=True)  # cold: quotas only, no fusion depth
+    assert q == w == {"trending": 0.6, "explore": 0.4}
+    assert sizes == {"trending": 450, "explore": 300}
+    # an experiment arm's quotas replace the reserves; the weights stay
+    q, w, sizes = cfg.plan(100, 0, cold=False, quotas={"trending": 0.5})
+    assert q == {"trending": 0.5} and sizes == {"two_tower": 100, "tags": 100, "trending": 75}
+    # without weights the quotas fuse, as before fusion weights existed
+    q, w, _ = MergeConfig(quotas={"tags": 1.0}, weights=None).plan(10, 0, cold=False)
+    assert w == q == {"tags": 1.0}
 
 
 @settings(max_examples=60, deadline=None)
@@ -92,6 +136,7 @@ def _reference_merge(
     total: int,
     seen: list[int],
     rrf_k: float,
+    weights: dict[str, float] | None = None,
 ) -> tuple[list[int], list[float], list[int]]:
     """The merge written plainly, one source and one video at a time (the fast path must
     give the same videos, float32 scores and provenance bits, in the same order)."""
@@ -106,7 +151,8 @@ def _reference_merge(
     if total <= 0 or not any(kept):
         return [], [], []
     fused: dict[int, float] = {}
-    for w_of in (lambda n: quotas.get(n, 0.0), lambda n: 1e-9):  # two passes, as documented
+    fusion = quotas if weights is None else weights
+    for w_of in (lambda n: fusion.get(n, 0.0), lambda n: 1e-9):  # two passes, as documented
         for name, vs in zip(names, kept, strict=True):
             for r, v in enumerate(vs, start=1):
                 fused[v] = fused.get(v, 0.0) + w_of(name) / (rrf_k + float(r))
@@ -130,6 +176,7 @@ def _reference_merge(
     weights=st.lists(st.sampled_from([0.0, 0.1, 0.15, 0.2, 0.45, 1.0]), min_size=5, max_size=5),
     rrf_k=st.sampled_from([0.0, 1.0, 60.0]),
     unweighted=st.integers(0, 5),
+    fusion=st.none() | st.lists(st.sampled_from([0.0, 0.05, 0.3, 1.0]), min_size=5, max_size=5),
 )
 def test_merge_equals_the_plain_reference(
     lists: list[list[int]],
@@ -138,13 +185,16 @@ def test_merge_equals_the_plain_reference(
     weights: list[float],
     rrf_k: float,
     unweighted: int,
+    fusion: list[float] | None,
 ) -> None:
-    # duplicates inside a list, seen videos, empty lists and sources without a quota included
+    # duplicates inside a list, seen videos, empty lists, sources without a quota, and fusion
+    # weights apart from the quotas (None: the quotas) included
     names = ["explore", "fresh", "tags", "trending", "two_tower"][: len(lists)]
     cands = [_c(n, v) for n, v in zip(names, lists, strict=True)]
     quotas = {n: weights[i] for i, n in enumerate(names) if i != unweighted}
-    m = merge(cands, quotas, total, seen, rrf_k)
-    vids, scores, bits = _reference_merge(cands, quotas, total, seen, rrf_k)
+    w = None if fusion is None else {n: fusion[i] for i, n in enumerate(names)}
+    m = merge(cands, quotas, total, seen, rrf_k, w)
+    vids, scores, bits = _reference_merge(cands, quotas, total, seen, rrf_k, w)
     assert m.video_idx.tolist() == vids
     assert m.score.tolist() == scores
     assert m.sources.tolist() == bits
