@@ -82,6 +82,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 ML_RANKER = {"max_epochs": 3, "max_train_lists": 20_000, "threads": 1}
+#: ``retrieval_blend`` points measured beside the default (full pipeline, shared fits)
+BLENDS = (0.5, 0.8)
 #: Under the oracle a user's relevant set for retrieval recall is their R best unseen videos.
 ORACLE_RECALL_TOP = 100
 
@@ -246,7 +248,17 @@ def pipeline_variants(
     for th in trade_offs:
         if th != base.rerank.trade_off:
             out[f"tradeoff_{th:g}"] = variant(base, rerank_cfg={"trade_off": th})
+    out.update(blend_variants(base))
     return out
+
+
+def blend_variants(base: FullPipelineConfig) -> dict[str, FullPipelineConfig]:
+    """The full pipeline at each ``BLENDS`` weight of the retrieval order (not the default)."""
+    return {
+        f"blend_{b:g}": variant(base, retrieval_blend=b)
+        for b in BLENDS
+        if b != base.retrieval_blend
+    }
 
 
 def sweep_points(
@@ -370,6 +382,7 @@ def synthetic_quality(
         "ablation_mean_pool",
         "ablation_single_task",
         "ablation_no_div_loss",
+        *blend_variants(base),
     ]
     t0 = time.perf_counter()
     rep = run_eval(root, [*(recs[n] for n in subset), *baselines], "temporal", s["max_users"])
@@ -402,6 +415,7 @@ def movielens_quality(
         FullPipelineRecommender(cfg, 0, "shortrec", cache),
         FullPipelineRecommender(variant(cfg, stages="ranker"), 0, "ranker_no_rerank", cache),
         FullPipelineRecommender(variant(cfg, stages="retrieval"), 0, "retrieval_only", cache),
+        *(FullPipelineRecommender(c, 0, n, cache) for n, c in blend_variants(cfg).items()),
     ]
     t0 = time.perf_counter()
     rep = run_eval(root, [*recs, *default_baselines(seed=0)], "loo-full", max_users or 10**9)
