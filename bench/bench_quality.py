@@ -83,7 +83,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 ML_RANKER = {"max_epochs": 3, "max_train_lists": 20_000, "threads": 1}
 #: ``retrieval_blend`` points measured beside the default (full pipeline, shared fits)
-BLENDS = (0.5, 0.8)
+BLENDS = (0.0, 0.5, 0.8)
 #: Under the oracle a user's relevant set for retrieval recall is their R best unseen videos.
 ORACLE_RECALL_TOP = 100
 

@@ -857,6 +857,11 @@ class StoreConfig(StrictModel):
     publish_chunk: int = Field(default=5_000, ge=1)
 
 
+#: the weight of the retrieval order mixed into the ranker's (``retrieval_blend`` of
+#: ``FullPipelineConfig`` and ``ServingConfig``; ``shortrec.ranking.blend``)
+DEFAULT_RETRIEVAL_BLEND = 0.8
+
+
 # ---- serving (owned by serving/)
 class ServingConfig(StrictModel):
     """Online serving (``serving/``; the API and every bound are described in docs/api.md).
@@ -867,8 +872,10 @@ class ServingConfig(StrictModel):
     order; the store: ``deadline_store_ms`` is the Redis client's connect/socket timeout, and a
     timeout serves the page from the in-process snapshot). ``n_candidates`` are merged
     and ranked, ``n_default`` returned when the client does not say (at most 100).
-    ``skip_penalty`` is subtracted from a candidate's final score once per skip of its topic in
-    the current session, so quick skips of one topic shrink its share of the next page.
+    ``retrieval_blend`` mixes the merge's order into the ranker's as rank percentiles
+    (``shortrec.ranking.blend``; the same as the offline pipeline's), so a candidate's served
+    score is in [0, 1]. ``skip_penalty`` is subtracted from that score once per skip of its
+    topic in the current session, so quick skips of one topic shrink its share of the next page.
     Cache TTLs bound how stale shared lists may be (trending, fresh pool, cold-start pages).
     ``rerank`` diversifies the best ``rerank_pool`` ranked candidates (its ``k`` is replaced by
     the page size). ``fresh_slots``: at least that many places of a page go to the newest
@@ -894,6 +901,7 @@ class ServingConfig(StrictModel):
     cold_cache_ttl_s: float = Field(default=2.0, ge=0)
     rerank: RerankConfig = RerankConfig()
     rerank_pool: int = Field(default=40, ge=1)
+    retrieval_blend: float = Field(default=DEFAULT_RETRIEVAL_BLEND, ge=0, le=1)
     fresh_slots: int = Field(default=1, ge=0, le=100)
     rank_batching: bool = True
     rank_max_batch: int = Field(default=4, ge=1)

@@ -39,9 +39,16 @@ import polars as pl
 from pydantic import Field
 
 from shortrec import schema as S
-from shortrec.config import RankerConfig, RerankConfig, RetrievalConfig, StrictModel
+from shortrec.config import (
+    DEFAULT_RETRIEVAL_BLEND,
+    RankerConfig,
+    RerankConfig,
+    RetrievalConfig,
+    StrictModel,
+)
 from shortrec.domain import FloatArray, IntArray, Recommender, TrainingData
 from shortrec.ranking.batches import VideoStats, VideoTable
+from shortrec.ranking.blend import blend_with_retrieval
 from shortrec.ranking.model import Ranker
 from shortrec.ranking.predictor import CandidateSet, History, Predictor
 from shortrec.ranking.train import fit_model
@@ -64,7 +71,8 @@ class FullPipelineConfig(StrictModel):
     ``retrieval_blend`` = w mixes the retrieval order into the ranking: each candidate's
     relevance is ``(1 - w) * q_rank + w * q_retrieval``, ``q`` being its rank percentile among the
     user's candidates (1 = best) by ranker score and by fused retrieval score (ranks, because
-    the two scores live on different scales). ``score_batch``: requests per ranker call.
+    the two scores live on different scales; :mod:`shortrec.ranking.blend`, which serving uses
+    with ``ServingConfig.retrieval_blend``). ``score_batch``: requests per ranker call.
     """
 
     retrieval: RetrievalConfig = RetrievalConfig()
@@ -73,7 +81,7 @@ class FullPipelineConfig(StrictModel):
     n_candidates: int = Field(default=300, ge=1)
     rerank_pool: int = Field(default=100, ge=1)
     stages: Stages = "full"
-    retrieval_blend: float = Field(default=0.0, ge=0, le=1)
+    retrieval_blend: float = Field(default=DEFAULT_RETRIEVAL_BLEND, ge=0, le=1)
     score_batch: int = Field(default=64, ge=1)
 
 
@@ -355,12 +363,8 @@ class FullPipelineRecommender:
 
     def _order(self, final: F32, vid: I64) -> I64:
         """Candidate positions in served order: the re-ranked page, then ranker order."""
-        rel_all = _percentile(final.astype(np.float64))
-        w = self.config.retrieval_blend
-        if w > 0:
-            # candidates come best-first by fused retrieval score
-            n = final.shape[0]
-            rel_all = (1.0 - w) * rel_all + w * (1.0 - np.arange(n) / n)
+        # candidates come best-first by fused retrieval score
+        rel_all = blend_with_retrieval(final, self.config.retrieval_blend)
         # ties keep retrieval order (the candidates come best-first)
         by_rank: I64 = np.argsort(-rel_all, kind="stable")
         if self.config.stages != "full" or self.config.rerank.method == "none":
@@ -379,15 +383,6 @@ class FullPipelineRecommender:
         page = pool[rerank(rel, sim, cfg, creator, topic)]
         rest = by_rank[~np.isin(by_rank, page)]
         return np.concatenate([page, rest]).astype(np.int64)
-
-
-def _percentile(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Rank percentile of each entry (1 = largest, ``1/n`` = smallest; ties by position)."""
-    n = x.shape[0]
-    order = np.argsort(-x, kind="stable")
-    out = np.empty(n)
-    out[order] = 1.0 - np.arange(n) / n
-    return out
 
 
 def _predictor(config: RankerConfig, model: Ranker, vt: VideoTable, stats: VideoStats) -> Predictor:

@@ -96,6 +96,42 @@ def test_ranking_error_falls_back_to_retrieval_order(
     svc.close()
 
 
+def test_retrieval_blend_moves_the_page_between_ranker_and_merge_order(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without re-ranking, caps, fresh slots or session penalties the page is the blended order:
+    # weight 0 serves the ranker's order, weight 1 the merge's (the order candidates arrive in)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = bundle.predictor.score_batch
+
+    def spy(histories: Any, candidates: Any, **kw: Any) -> Any:
+        out = real(histories, candidates, **kw)
+        seen.extend(
+            (c.video_idx.copy(), s.final.copy()) for c, s in zip(candidates, out, strict=True)
+        )
+        return out
+
+    monkeypatch.setattr(bundle.predictor, "score_batch", spy)
+    plain = {
+        "rerank": {"method": "none", "max_per_creator": None, "max_per_topic": None},
+        "fresh_slots": 0,
+        "skip_penalty": 0.0,
+    }
+    pages = {}
+    for w in (0.0, 1.0):
+        seen.clear()
+        svc = _service(bundle, tiny_bundle.now_us, retrieval_blend=w, **plain)
+        page = [it.video_idx for it in svc.feed("u-blend", 1, 10).items]
+        svc.close()
+        ((vids, final),) = seen
+        if w == 0.0:
+            assert page == vids[np.argsort(-final, kind="stable")[:10]].tolist()
+        else:
+            assert page == vids[:10].tolist()
+        pages[w] = page
+    assert pages[0.0] != pages[1.0]  # the two orders differ on this user
+
+
 def test_ranking_deadline_falls_back(
     bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

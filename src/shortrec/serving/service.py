@@ -51,6 +51,7 @@ from shortrec.monitoring.drift import (
     VIDEO_AGE_HOURS,
     DriftMonitor,
 )
+from shortrec.ranking.blend import blend_with_retrieval
 from shortrec.ranking.predictor import CandidateSet, History
 from shortrec.rerank import rerank, rerank_similarity, tag_jaccard
 from shortrec.retrieval.merge import merge
@@ -867,7 +868,10 @@ class FeedService:
         timer.record("ranking", t0)
 
         t0 = time.perf_counter()
-        adjusted = final.astype(np.float64)
+        ranked = not any(f.startswith("ranking") for f in fallbacks)
+        w = self.config.retrieval_blend
+        # candidates come best-first by fused score; a ranking fallback already is that order
+        adjusted = blend_with_retrieval(final, w) if ranked and w > 0 else final.astype(np.float64)
         if ctx is not None and self.config.skip_penalty > 0:
             adjusted = adjusted - self.config.skip_penalty * self._topic_skips(ctx, cat, meta)
         try:
@@ -878,8 +882,8 @@ class FeedService:
             order = np.argsort(-adjusted, kind="stable")[:n]
         order = self._fresh_slots(order, merged, meta, n)
         timer.record("rerank", t0)
-        if not any(f.startswith("ranking") for f in fallbacks):
-            self._observe_drift(bundle, adjusted, heads, vids, meta, order, req)
+        if ranked:  # the drift reference holds the ranker's own scores of served pages
+            self._observe_drift(bundle, final, heads, vids, meta, order, req)
 
         items = []
         for pos, i in enumerate(order.tolist()):
