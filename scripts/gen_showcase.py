@@ -563,8 +563,9 @@ def showcase(r0: Results) -> str:
     )
     add(
         "* **Retrieval** ([retrieval.md](retrieval.md)): a two-tower model (sampled softmax with "
-        "log-Q correction) searched in FAISS, plus trending, tag, fresh and explore sources, "
-        "merged by quotas and reciprocal-rank fusion. IVF recall@100 against exact search at 1M "
+        "log-Q correction) searched in FAISS, plus co-visitation, trending, tag, fresh and "
+        "explore sources, merged by weighted reciprocal-rank fusion over deep lists (quotas "
+        "reserve slots for new uploads). IVF recall@100 against exact search at 1M "
         f"videos: {r.c('retrieval', 'ann_recall_at_100_1000000', 'f3')}, search p99 "
         f"{r.c('retrieval', 'index_search_p99_ms_1000000', 'f2')} ms; all sources and the merge "
         f"for one request p99 {r.c('retrieval', 'request_p99_ms_1000000', 'f1')} ms at 1M and "
