@@ -749,7 +749,8 @@ class FeedService:
         """Size of the shared trending/fresh lists: the most any request asks one source for
         (every candidate slot plus the seen-video slack), so one cached list serves all."""
         mcfg = bundle.retrieval.config.merge
-        return math.ceil(self.config.n_candidates * mcfg.oversample) + mcfg.seen_slack
+        share = max(mcfg.oversample, mcfg.depth)  # the largest share plan() can ask for
+        return math.ceil(self.config.n_candidates * share) + mcfg.seen_slack
 
     def _fresh(self, bundle: Bundle, req: RetrievalRequest, k: int, degraded: bool) -> Candidates:
         """The store's live fresh pool (new uploads included), newest first; in degraded mode
