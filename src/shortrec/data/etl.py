@@ -171,9 +171,14 @@ def _user_bucket(
     prior_state: UserState | None,
     ctx: BucketContext,
     with_state: bool,
+    coded_splits: bool = False,
 ) -> tuple[UserBucketOutput, UserState | None]:
     """:func:`process_user_bucket`; ``with_state=False`` skips building the new state (a
-    one-shot run discards it) and returns None for it."""
+    one-shot run discards it) and returns None for it. ``coded_splits=True`` leaves the
+    samples' ``split`` and ``loo_split`` as Int8 codes (the index in ``schema.SPLITS``), the
+    form in which they travel to the creator buckets: a string costs ~13 bytes a row to gather,
+    write and read back (and Arrow's take of strings is ~8x slower than of a fixed-width
+    column), a code one."""
     cfg, cut, cat = ctx.config, ctx.cutoffs, ctx.catalogue
     raw = events.collect() if isinstance(events, pl.LazyFrame) else events
     df = T.dedupe(raw)
@@ -191,26 +196,35 @@ def _user_bucket(
             f"{ctx.source}: events.{S.VIDEO_IDX}: {len(bad)} value(s) not in {io.VIDEOS_FILE} "
             f"(e.g. {bad[:3].tolist()})"
         )
-    starts = T.run_starts(user)
-    ends = T.run_ends(starts)
+    firsts = T.run_firsts(user)
+    lens = T.run_lengths(firsts, n)
+    starts = np.repeat(firsts, lens)
     r = np.arange(n, dtype=np.int64) - starts
     sid, pos = T.sessionise(
         user, t, eid, df[S.SESSION_ID], df[S.POSITION], cfg.session_gap_s, ctx.sid_base
     )
-    split = np.where(t < cut.valid_start_us, 0, np.where(t < cut.test_start_us, 1, 2))
-    n_u = ends - starts + 1
-    loo = np.where((n_u >= 2) & (r == n_u - 1), 2, np.where((n_u >= 3) & (r == n_u - 2), 1, 0))
+    # split codes: 0 (train) before valid_start, else 1 (valid) before test_start, else 2
+    split = (t >= cut.test_start_us).astype(np.int8)
+    split += 1
+    split *= t >= cut.valid_start_us
+    # leave-last-out: a user's last impression is test (2) from 2 impressions on, the one
+    # before it valid (1) from 3 on
+    last = firsts + lens - 1
+    loo = np.zeros(n, dtype=np.int8)
+    loo[last[lens >= 2]] = 2
+    loo[last[lens >= 3] - 1] = 1
     df = df.with_columns(
         pl.Series(S.SESSION_ID, sid),
         pl.Series(S.POSITION, pos),
-        T.split_labels(split.astype(np.int8)).alias(S.SPLIT),
-        T.split_labels(loo.astype(np.int8)).alias(S.LOO_SPLIT),
+        T.split_labels(split).alias(S.SPLIT),
+        T.split_labels(loo).alias(S.LOO_SPLIT),
     )
     labels = df.select(*T.label_columns(cfg.complete_ratio), pl.col(S.SKIPPED).is_not_null())
-    eng = labels[S.ENGAGE].to_numpy().astype(np.int64)
-    skipped = df[S.SKIPPED].fill_null(False).to_numpy().astype(np.int64)
+    eng8 = labels[S.ENGAGE].to_numpy().view(np.int8)  # bool as 0/1 bytes, no copy
+    eng = eng8.astype(np.int64)
+    skipped = 1 - eng  # engage is "not skipped" (a null skipped counts as engaged)
     # user counters; a prior state adds its counts and the gap to its last impression
-    impressions = r.copy()
+    impressions = r
     u_eng = T.exclusive_sum(eng, starts)
     gap = np.zeros(n, dtype=np.int64)
     gap[1:] = t[1:] - t[:-1]
@@ -218,7 +232,7 @@ def _user_bucket(
     state_tags = None
     if prior_state is not None:
         st = _state_lookup(prior_state.users, user, t)
-        impressions += st.impressions
+        impressions = r + st.impressions
         u_eng += st.engaged
         first_known = (r == 0) & st.found
         gap = np.where(first_known, t - st.last_us, gap)
@@ -236,9 +250,9 @@ def _user_bucket(
         skips[sperm] = T.exclusive_sum(skipped[sperm], T.run_starts(user[sperm], sid[sperm]))
     # tag affinity over (user, tag) runs
     ev, tags = cat.explode_tags(vrow)
-    aff_in = pl.DataFrame({S.USER_IDX: user, S.TS: df[S.TS], T.ENG: eng})
+    aff_in = pl.DataFrame({S.USER_IDX: user, S.TS: df[S.TS], T.ENG: eng8})
     affinity, runs = T.user_tag_affinity(aff_in, ev, tags, cfg.tag_half_life_days, state_tags)
-    age_h = ((t - cat.upload_us[vrow]) / 3.6e9).astype(np.float32)
+    age_h = ((t - np.take(cat.upload_us, vrow)) / 3.6e9).astype(np.float32)
     known_up = cat.upload_known[vrow]
     lab = labels.select(S.ENGAGE, S.COMPLETE, S.LIKE, pl.col(S.SKIPPED).alias(T.SKN))
     samples = df.select(S.EVENT_ID, S.USER_IDX, S.VIDEO_IDX, S.SESSION_ID, S.TS, S.SPLIT,
@@ -257,14 +271,14 @@ def _user_bucket(
         pl.Series(S.F_SESSION_SKIPS, skips.astype(np.int32)),
         since_prev,
     ).select(_USER_SIDE)  # fmt: skip
-    ind = samples.select(pl.col(S.TS), pl.col(S.SPLIT), *T.indicator_columns())
+    is_train = pl.Series(split == 0)
+    ind = samples.select(pl.col(S.TS), *T.indicator_columns())
     hourly = ind.group_by(T.hour_of().alias(T.HOUR)).agg(T.stat_sums(_G))
-    train_ind = ind.filter(pl.col(S.SPLIT) == S.TRAIN)
-    totals = train_ind.select(T.stat_sums(_U))
+    totals = ind.filter(is_train).select(T.stat_sums(_U))
+    if coded_splits:
+        samples = samples.with_columns(pl.Series(S.SPLIT, split), pl.Series(S.LOO_SPLIT, loo))
     online = T.online_tag_affinity(runs, cut.valid_start_us, cfg.tag_half_life_days)
-    train = df.select(S.USER_IDX, S.VIDEO_IDX, S.TS, pl.Series(T.ENG, eng)).filter(
-        pl.Series(split == 0)
-    )
+    train = df.select(S.USER_IDX, S.VIDEO_IDX, S.TS, pl.Series(T.ENG, eng)).filter(is_train)
     hist = T.histories(train, cfg.history_len)
     events_out = df.select(S.ETL_EVENTS.names)
     new_state = (
@@ -339,7 +353,7 @@ def _new_state(
     # the affinity of each (user, tag) run at the user's last impression, that one included
     lam = T.decay_rate_per_us(half_life_days)
     m = len(runs.starts)
-    rfirst = np.flatnonzero(runs.starts == np.arange(m))
+    rfirst = runs.firsts
     rlast = np.r_[rfirst[1:], m] - 1
     ru = runs.user[rlast]
     u_last = t[last][np.searchsorted(user[first], ru)]
@@ -391,18 +405,24 @@ def process_creator_bucket(
     df = events.collect() if isinstance(events, pl.LazyFrame) else events
     ind_df = df.select(T.indicator_columns())
     ind = {c: ind_df[c].to_numpy() for c in T.INDICATORS}
+    is_train = (df[S.SPLIT] == S.TRAIN).to_numpy()
     by_time = T.time_order(T.us_of(df[S.TS]), df[S.EVENT_ID].to_numpy())
     sums: dict[str, npt.NDArray[np.integer]] = {}
+    train_sums = []
     for col, prefix in ((S.VIDEO_IDX, _V), (S.CREATOR_IDX, _C)):
         key = df[col].to_numpy()[by_time]
         step = T.stable_argsort(key)
-        order = by_time[step]  # (key, ts, event_id)
-        sums |= T.prior_sums(ind, order, key[step], prefix)
+        order = np.take(by_time, step)  # (key, ts, event_id)
+        ks = T.key_sums(ind, order, key[step], prefix, is_train)
+        sums |= ks.prior
+        train_sums.append(
+            pl.DataFrame(
+                [pl.Series(col, ks.keys, dtype=df.schema[col])]
+                + [pl.Series(k, v, dtype=pl.Int64) for k, v in ks.train.items()]
+            )
+        )
     per_event = df.with_columns(pl.Series(k, v) for k, v in sums.items())
-    train = pl.concat([df.select(S.VIDEO_IDX, S.CREATOR_IDX, S.SPLIT), ind_df], how="horizontal")
-    train = train.filter(pl.col(S.SPLIT) == S.TRAIN)
-    vids = train.group_by(S.VIDEO_IDX).agg(T.stat_sums(_V))
-    creators = train.group_by(S.CREATOR_IDX).agg(T.stat_sums(_C))
+    vids, creators = train_sums
     return per_event, vids, creators
 
 
@@ -533,31 +553,46 @@ def _write_tmp_parts(
     One file per writer rather than one per (writer, bucket): with ~100 buckets the ~10^4 small
     files cost ~3 ms each to create and read back (~15 % of the ETL's CPU time on ``large``,
     estimated). Nothing is written for an empty frame.
+
+    Each bucket's rows are taken from the Arrow columns one bucket at a time, rather than
+    gathering the whole frame into bucket order first: a frame read from Parquet has one chunk
+    per row group, which makes a whole-frame gather ~2x slower (measured: 0.45 s vs 0.2 s for
+    4.8M events), and the per-bucket batches reuse the same small buffers instead of a second
+    copy of the frame in fresh memory.
     """
     if df.height == 0:
         return
     order = T.stable_argsort(bucket)
-    counts = np.bincount(bucket, minlength=n_b)
-    ends = np.cumsum(counts)
-    rows = df[order].to_arrow().combine_chunks().to_batches()[0]
+    ends = np.cumsum(np.bincount(bucket, minlength=n_b))
+    table = df.to_arrow()
+    cols = [c.combine_chunks() for c in table.columns]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(path), "wb") as sink, pa_ipc.new_file(sink, rows.schema) as w:
+    with pa.OSFile(str(path), "wb") as sink, pa_ipc.new_file(sink, table.schema) as w:
+        lo = 0
         for k in range(n_b):
-            w.write_batch(rows.slice(int(ends[k] - counts[k]), int(counts[k])))
+            rows = order[lo : ends[k]]
+            batch = [c.take(rows) for c in cols]
+            w.write_batch(pa.RecordBatch.from_arrays(batch, schema=table.schema))
+            lo = ends[k]
 
 
 def _read_tmp_parts(d: Path, k: int) -> pl.DataFrame | None:
     """Bucket ``k`` of every file of :func:`_write_tmp_parts` in ``d``, in file-name order
-    (None without rows); only that record batch of each file is read."""
+    (None without rows); only that record batch of each file is read.
+
+    The files are memory-mapped: the batches are views of the page cache, copied once into
+    a frame of one chunk per column (a plain read would copy them into fresh buffers first;
+    a frame of one chunk per file would be concatenated again, column by column, by every
+    ``to_numpy`` and by every frame operation that adds a one-chunk column)."""
     batches = []
     for p in sorted(d.glob("*.arrow")) if d.is_dir() else []:
-        with pa.OSFile(str(p), "rb") as src:
+        with pa.memory_map(str(p), "r") as src:
             batch = pa_ipc.open_file(src).get_batch(k)
         if batch.num_rows:
             batches.append(batch)
     if not batches:
         return None
-    out = pl.from_arrow(pa.Table.from_batches(batches))
+    out = pl.from_arrow(pa.Table.from_batches(batches), rechunk=True)
     if not isinstance(out, pl.DataFrame):  # pragma: no cover - a Table gives a DataFrame
         raise TypeError("expected a DataFrame")
     return out
@@ -571,8 +606,18 @@ def _merge_online_tables(work: Path, out: Path, config: EtlConfig) -> None:
             out / fname,
             compression=config.compression,
             compression_level=config.compression_level,
+            statistics=_STATISTICS,
             engine="streaming",
         )
+
+
+#: Parquet column statistics of the outputs: null counts, no min/max (values are unaffected).
+#: Computing min/max was ~15-20 % of the CPU time of every write (the writes are a quarter of
+#: the ETL's). This project's readers load the tables whole (``read_etl_events(...).collect()``,
+#: ``publish``), and min/max could barely prune a scan of events or samples anyway: they are
+#: in user or creator-bucket order, so every row group spans nearly the whole time range and
+#: every split.
+_STATISTICS = {"min": False, "max": False, "distinct_count": False, "null_count": True}
 
 
 def _write(df: pl.DataFrame, path: Path, config: EtlConfig) -> None:
@@ -581,7 +626,7 @@ def _write(df: pl.DataFrame, path: Path, config: EtlConfig) -> None:
         path,
         compression=config.compression,
         compression_level=config.compression_level,
-        statistics=True,
+        statistics=_STATISTICS,
     )
 
 
@@ -635,6 +680,12 @@ class _Job:
 
     ``ctx`` starts with placeholder cut-offs (they need the time range that the shuffle
     finds); tasks pass the real ones to :meth:`context`.
+
+    Pickled (to start a worker), the context travels with its catalogue built and without the
+    videos frame it is built from, which is all a worker would use that frame for: on
+    ``large`` (1M videos) pickling the frame cost ~0.8 s per worker in this process, and
+    unpickling and indexing it ~1.3 s in each worker; the catalogue's arrays are built once
+    here and copied at memory speed.
     """
 
     ctx: BucketContext
@@ -651,6 +702,14 @@ class _Job:
             if built is not None:  # it does not depend on the cut-offs
                 self.ctx.__dict__["catalogue"] = built
         return self.ctx
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        catalogue = self.ctx.catalogue  # built once, here
+        ctx = replace(self.ctx, videos=pl.LazyFrame(schema=self.ctx.videos.collect_schema()))
+        ctx.__dict__["catalogue"] = catalogue
+        state["ctx"] = ctx
+        return state
 
 
 _JOB: _Job | None = None  # a worker process's job, set by _init_worker
@@ -676,8 +735,8 @@ def _keep_freed_memory() -> bool:
     takes fresh pages that the kernel must zero on first touch: on the 2-core benchmark machine
     this page-fault (system) time was a third or more of the ETL's CPU time. Arrays below 64 MB
     now come from the heap, and up to 512 MB of free heap is kept (it bounds the extra resident
-    memory). Only worker processes call it: it is process-wide. Returns False where it is not
-    glibc.
+    memory). Workers also put Arrow's buffers on this allocator (:data:`_WORKER_ENV`). Only
+    worker processes call it: it is process-wide. Returns False where it is not glibc.
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -703,13 +762,31 @@ def _in_worker(fn: Callable[..., R], *args: Any) -> R:
         raise EtlInputError(str(e)) from None
 
 
+#: Environment of the worker processes (where not set already), read as they import NumPy
+#: and Arrow. Fresh memory is what costs on the 2-core benchmark VM, whose free memory the host
+#: takes back: a page touched for the first time is faulted in from the host while the kernel
+#: zeroes it. NumPy advises transparent huge pages for arrays of 4 MB and more, and Arrow's
+#: default pool (mimalloc) reserves its arena with the same advice, so their memory comes as
+#: 2 MB pages, zeroed whole and again whenever the allocator hands memory back and takes it
+#: again. With 4 KB pages for NumPy and Arrow on the system allocator (whose freed memory
+#: :func:`_keep_freed_memory` keeps in the process) the workers used ~13 % less CPU time on a
+#: tenth of ``large``, and less peak memory. The ETL does no linear algebra, and OpenBLAS's
+#: idle threads still spun for ~1.5 % of each worker's CPU time: one thread, none to spin.
+_WORKER_ENV = {
+    "NUMPY_MADVISE_HUGEPAGE": "0",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
 class _Runner:
     """Maps a task ``fn(job, *args)`` over argument tuples: on ``workers`` spawned processes,
     or in this process when ``workers == 1``. Results come back in argument order.
 
     ``spawn``: forking a process whose Polars thread pool runs deadlocks the child, and each
     worker must start with ``POLARS_MAX_THREADS`` (cores / workers) set so that the workers do
-    not oversubscribe the cores; a ``forkserver`` would fix that variable once per process.
+    not oversubscribe the cores, and with :data:`_WORKER_ENV`; a ``forkserver`` would fix
+    those variables once per process.
     """
 
     def __init__(self, job: _Job, workers: int) -> None:
@@ -718,23 +795,25 @@ class _Runner:
 
     def __enter__(self) -> _Runner:
         if self.workers > 1:
-            threads = str(max(1, (os.cpu_count() or 1) // self.workers))
-            old = os.environ.get("POLARS_MAX_THREADS")
-            os.environ["POLARS_MAX_THREADS"] = threads  # inherited by the workers only
+            env = {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // self.workers))}
+            env |= {k: v for k, v in _WORKER_ENV.items() if k not in os.environ}
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)  # inherited by the workers only
             try:
                 self.pool = ProcessPoolExecutor(
                     self.workers, mp_context=mp.get_context("spawn"),
                     initializer=_init_worker, initargs=(self.job,),
                 )  # fmt: skip
-                # each submit starts one worker now, while the variable is set; they import
+                # each submit starts one worker now, while the variables are set; they import
                 # while this process goes on
                 for _ in range(self.workers):
                     self.pool.submit(os.getpid)
             finally:
-                if old is None:
-                    os.environ.pop("POLARS_MAX_THREADS", None)
-                else:
-                    os.environ["POLARS_MAX_THREADS"] = old
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -758,12 +837,12 @@ class _UserResult:
 
 def _user_task(job: _Job, b: int, cut: Cutoffs) -> _UserResult | None:
     """Phase 2 for user bucket ``b``: events part, online-table pieces, and the user-side
-    sample rows split by creator bucket into ``work/cb/u{b}.arrow``."""
+    sample rows (splits as codes) split by creator bucket into ``work/cb/u{b}.arrow``."""
     src = _read_tmp_parts(job.work / "ub", b)
     if src is None:
         return None
     cfg = job.ctx.config
-    res, _ = _user_bucket(src, None, job.context(cut), with_state=False)
+    res, _ = _user_bucket(src, None, job.context(cut), with_state=False, coded_splits=True)
     del src
     _write(res.events, job.out / EVENTS_SUBDIR / f"part-{b:05d}.parquet", cfg)
     _write_tmp(res.affinity, job.work / "aff" / f"{b:05d}.arrow")
@@ -784,19 +863,28 @@ class _CreatorResult:
 def _creator_task(
     job: _Job, c: int, global_tab: pl.DataFrame, src: pl.DataFrame | None = None
 ) -> _CreatorResult | None:
-    """Phase 3 for creator bucket ``c`` (rows from ``work/cb/`` unless ``src`` is given):
-    point-in-time sums, smoothing, ``samples/part-C.parquet``; returns the train sums."""
+    """Phase 3 for creator bucket ``c`` (rows from ``work/cb/``, their split codes turned back
+    into labels, unless ``src`` is given): point-in-time sums, smoothing,
+    ``samples/part-C.parquet``; returns the train sums and the sample count per split."""
     if src is None:
         src = _read_tmp_parts(job.work / "cb", c)
         if src is None:
             return None
+        codes = src[S.SPLIT].to_numpy()  # the split codes of _user_task, as labels again
+        src = src.with_columns(
+            T.split_labels(codes).alias(S.SPLIT),
+            T.split_labels(src[S.LOO_SPLIT].to_numpy()).alias(S.LOO_SPLIT),
+        )
+        per_split = np.bincount(codes, minlength=len(S.SPLITS))
+        counts = {s: int(k) for s, k in zip(S.SPLITS, per_split, strict=True) if k}
+    else:
+        counts = {str(k): int(n) for k, n in src.group_by(S.SPLIT).len().iter_rows()}
     cfg = job.ctx.config
     per_event, v, cr = process_creator_bucket(src, cfg)
     del src
     samples = _assemble_samples(per_event, global_tab, cfg.prior_strength)
     del per_event
     _write(samples, job.out / SAMPLES_SUBDIR / f"part-{c:05d}.parquet", cfg)
-    counts = {str(k): int(n) for k, n in samples.group_by(S.SPLIT).len().iter_rows()}
     return _CreatorResult(v, cr, counts)
 
 
@@ -830,7 +918,7 @@ def run_etl(dataset_root: Path, config: EtlConfig, progress: bool = True) -> dic
     workers = resolve_workers(config.workers) if n_in >= config.parallel_min_events else 1
     n_b = n_buckets_for(n_in, config, workers)
     workers = min(workers, n_b)
-    videos = videos_df.lazy().select(S.VIDEO_IDX, S.CREATOR_IDX, S.TAGS, S.UPLOAD_TS)
+    videos = videos_df.select(S.VIDEO_IDX, S.CREATOR_IDX, S.TAGS, S.UPLOAD_TS).lazy()
     source = str(ds.root / io.EVENTS_DIR)
 
     out_dir = ds.root / io.ETL_DIR
