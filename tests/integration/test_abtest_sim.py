@@ -36,12 +36,16 @@ def _scenario(src: str, tmp: Path, root: Path, **sim: Any) -> Path:
     text = (SCENARIOS / src).read_text()
     head = text[: text.index("[simulation]")]
     models = sim.pop("models", None)
+    serving = sim.pop("serving", None)
     lines = ["[simulation]", f'dataset = "{root}"']
     for k, v in sim.items():
         lines.append(f"{k} = {json.dumps(v)}")
     if models:
         lines.append("[simulation.models]")
         lines += [f'"{k}" = "{v}"' for k, v in models.items()]
+    if serving:
+        lines.append("[simulation.serving]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in serving.items()]
     path = tmp / src
     path.write_text(head + "\n".join(lines) + "\n")
     return path
@@ -220,7 +224,16 @@ def test_validate_aa_needs_identical_arms(aa_run: tuple[Path, dict[str, Any]]) -
 
 # ---------------------------------------------------------------- arms that differ
 def test_ranker_vs_retrieval_only(tiny_bundle: Any, tmp_path: Path) -> None:
-    cfg = _scenario("ranker_vs_retrieval.toml", tmp_path, tiny_bundle.root, n_users=160, days=1.0)
+    # the ranker arm ranks by the ranker alone (no blend with the retrieval order, which the
+    # default mixes in at 0.8), so the two arms differ as much as the stages can
+    cfg = _scenario(
+        "ranker_vs_retrieval.toml",
+        tmp_path,
+        tiny_bundle.root,
+        n_users=160,
+        days=1.0,
+        serving={"retrieval_blend": 0.0},
+    )
     s = abtest.simulate(cfg, tiny_bundle.art, None, tmp_path / "out", None, False)
     versions = s["simulation"]["model_versions"]
     ranked = versions["ranker-vs-retrieval:ranker"]
