@@ -408,10 +408,13 @@ class MergeConfig(StrictModel):
     same numbers as weights). Slots the quotas leave go to the best candidates by weighted
     reciprocal-rank fusion (Cormack et al., SIGIR 2009, constant ``rrf_k``), which also orders
     the result. Each source is asked for ``ceil(max(quota * oversample, depth) * total)``
-    candidates (``depth`` only for a source with a fusion weight) plus up to ``seen_slack`` more
+    candidates (``depth`` only for a source with a fusion weight, and only when ``weights`` are
+    set) plus up to ``seen_slack`` more
     (as many as the user has seen videos) so that dedupe and the seen-filter still leave
     enough; slots a source cannot fill go to the others' next candidates.
 
+    Quotas given without ``weights`` keep their earlier meaning (fixed shares, fused by the
+    quotas), so configs and bundles written before fusion weights existed behave as they did.
     The default reserves 4 % of the slots for new uploads (``fresh``) and fills the rest by
     fusion over lists as deep as the whole set: videos that several sources rank high come
     first, which fixed per-source shares cannot do (measured in docs/retrieval.md#merge).
@@ -435,6 +438,15 @@ class MergeConfig(StrictModel):
     oversample: float = Field(default=1.5, ge=1.0)
     seen_slack: int = Field(default=1_000, ge=0)
     rrf_k: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quotas_alone_are_shares(cls, data: Any) -> Any:
+        """Quotas given without ``weights`` fuse as before fusion weights existed (weights =
+        the quotas): a config written then (e.g. a bundle's recorded one) keeps its meaning."""
+        if isinstance(data, dict) and "quotas" in data and "weights" not in data:
+            return {**data, "weights": None}
+        return data
 
     @model_validator(mode="after")
     def _check_quotas(self) -> MergeConfig:
@@ -460,7 +472,8 @@ class MergeConfig(StrictModel):
         else:
             q = self.quotas if quotas is None else quotas
             w = q if self.weights is None else self.weights
-            depth = self.depth
+            # fusion depth with fusion weights only: quotas as shares ask as they always did
+            depth = 0.0 if self.weights is None else self.depth
         sizes = {}
         for name in RETRIEVAL_SOURCES:
             quota, weight = q.get(name, 0.0), w.get(name, 0.0)

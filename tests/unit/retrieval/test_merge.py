@@ -105,9 +105,14 @@ def test_plan_sizes_each_source() -> None:
     # an experiment arm's quotas replace the reserves; the weights stay
     q, w, sizes = cfg.plan(100, 0, cold=False, quotas={"trending": 0.5})
     assert q == {"trending": 0.5} and sizes == {"two_tower": 100, "tags": 100, "trending": 75}
-    # without weights the quotas fuse, as before fusion weights existed
+    # without weights the quotas fuse, as before fusion weights existed; quotas given alone
+    # (a config or bundle written then) mean the same, and the depth applies to no source
     q, w, _ = MergeConfig(quotas={"tags": 1.0}, weights=None).plan(10, 0, cold=False)
     assert w == q == {"tags": 1.0}
+    old = MergeConfig.model_validate({"quotas": {"tags": 0.6, "trending": 0.4}})
+    assert old.weights is None
+    assert old.plan(100, 0, cold=False)[2] == {"tags": 90, "trending": 60}  # quota x 1.5
+    assert MergeConfig().weights  # the defaults still fuse with their own weights
 
 
 @settings(max_examples=60, deadline=None)
