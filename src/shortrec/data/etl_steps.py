@@ -112,13 +112,6 @@ def firsts_of(starts: I64) -> I64:
     return np.flatnonzero(first)
 
 
-def run_ends(starts: I64) -> I64:
-    """The index of the last row of each row's run, from :func:`run_starts`."""
-    firsts = firsts_of(starts)
-    lens = run_lengths(firsts, len(starts))
-    return np.repeat(firsts + lens - 1, lens)
-
-
 def exclusive_sum(
     values: npt.NDArray[np.integer], starts: I64, dtype: type[np.integer] = np.int64
 ) -> npt.NDArray[np.integer]:
@@ -667,17 +660,6 @@ class KeySums:
     prior: dict[str, npt.NDArray[np.integer]]
     keys: npt.NDArray[np.integer]
     train: dict[str, I64]
-
-
-def prior_sums(
-    ind: dict[str, npt.NDArray[np.integer]],
-    order: I64,
-    key_sorted: npt.NDArray[np.integer],
-    prefix: str,
-) -> dict[str, npt.NDArray[np.integer]]:
-    """Sufficient statistics of the rows of the same key strictly before each row: the
-    ``prior`` of :func:`key_sums` without train rows."""
-    return key_sums(ind, order, key_sorted, prefix).prior
 
 
 def key_sums(

@@ -13,12 +13,16 @@ import numpy as np
 import numpy.typing as npt
 
 
+def _descending(n: int) -> npt.NDArray[np.float64]:
+    """The percentiles of ranks 1..n: 1, 1 - 1/n, ..., 1/n."""
+    out: npt.NDArray[np.float64] = 1.0 - np.arange(n) / max(n, 1)
+    return out
+
+
 def rank_percentile(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Rank percentile of each entry (1 = largest, ``1/n`` = smallest; ties by position)."""
-    n = x.shape[0]
-    order = np.argsort(-x, kind="stable")
-    out = np.empty(n)
-    out[order] = 1.0 - np.arange(n) / max(n, 1)
+    out = np.empty(x.shape[0])
+    out[np.argsort(-x, kind="stable")] = _descending(x.shape[0])
     return out
 
 
@@ -29,11 +33,8 @@ def blend_with_retrieval(final: npt.ArrayLike, weight: float) -> npt.NDArray[np.
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"retrieval blend weight must be in [0, 1], got {weight}")
     f = np.asarray(final, np.float64)
-    n = f.shape[0]
     q_rank = rank_percentile(f)
     if weight == 0.0:
         return q_rank
-    out: npt.NDArray[np.float64] = (1.0 - weight) * q_rank + weight * (
-        1.0 - np.arange(n) / max(n, 1)
-    )
+    out: npt.NDArray[np.float64] = (1.0 - weight) * q_rank + weight * _descending(f.shape[0])
     return out

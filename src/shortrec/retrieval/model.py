@@ -68,18 +68,13 @@ class RetrievalModel:
                 out[opt.name] = opt
         return out
 
-    def source_candidates(
-        self, request: RetrievalRequest, total: int | None = None, scale: float = 1.0
-    ) -> list[Candidates]:
-        """Every source with a quota or a fusion weight for this request, each asked for
-        ``scale`` times its :meth:`MergeConfig.plan` size plus a slack for seen videos."""
-        return self._lists(request, total, scale)[2]
-
     def _lists(
         self, request: RetrievalRequest, total: int | None, scale: float
     ) -> tuple[dict[str, float], dict[str, float], list[Candidates], bool]:
-        """``(quotas, weights, lists, exhausted)``: ``exhausted`` when every source returned
-        fewer than it was asked for (asking for more cannot help)."""
+        """Every source with a quota or a fusion weight for this request, each asked for
+        ``scale`` times its :meth:`MergeConfig.plan` size plus a slack for seen videos:
+        ``(quotas, weights, lists, exhausted)``, ``exhausted`` when every source returned fewer
+        than it was asked for (asking for more cannot help)."""
         cfg = self.config.merge
         total = cfg.total if total is None else total
         slack = min(int(np.unique(request.seen).shape[0]), cfg.seen_slack)
