@@ -111,8 +111,17 @@ class Predictor:
         videos: VideoTable,
         stats: VideoStats,
         onnx_path: Path | None,
+        trained_sources: Sequence[str] | None = None,
     ) -> None:
         self.config = config
+        #: (S,) 1 for the source flags the model saw set in training, 0 for the others, whose
+        #: input weights were never trained (None: feed every flag, as for a bundle from
+        #: before the training set was recorded)
+        self.source_mask: F32 | None = (
+            None
+            if trained_sources is None
+            else np.array([s in trained_sources for s in config.source_names], np.float32)
+        )
         self.model = model.eval()
         self.videos = videos
         self.stats = stats
@@ -177,6 +186,7 @@ class Predictor:
             VideoTable.load(path / VIDEOS_FILE),
             VideoStats.load(path / STATS_FILE),
             onnx_path if onnx_path.is_file() else None,
+            meta.get("trained_sources"),
         )
 
     # ------------------------------------------------------------ features
@@ -235,7 +245,7 @@ class Predictor:
                     raise RankerDataError(
                         f"candidates[{i}].sources: shape {s_arr.shape}, expected ({m}, {n_src})"
                     )
-                src[i, :m] = s_arr
+                src[i, :m] = s_arr if self.source_mask is None else s_arr * self.source_mask
             if cs.stats is not None:
                 t_arr = np.asarray(cs.stats, np.float32)
                 if t_arr.shape != (m, 4):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import torch
 
@@ -183,6 +184,16 @@ def _vocab(vt: VideoTable) -> Vocab:
     )
 
 
+def trained_sources(sources: npt.NDArray[np.float32], config: RankerConfig) -> list[str]:
+    """The ``config.source_names`` whose flag is set on some training candidate (``sources``
+    (lists, C, S)). The logs name the logging policy's sources, not retrieval's, so some
+    flags are never set in training; their input weights stay at their random
+    initialisation, and :class:`Predictor` must not feed them (see ``trained_sources``
+    there)."""
+    seen = np.asarray(sources).reshape(-1, len(config.source_names)).any(axis=0)
+    return [n for n, s in zip(config.source_names, seen.tolist(), strict=True) if s]
+
+
 def fit_model(
     events: pl.DataFrame,
     videos: pl.DataFrame,
@@ -272,6 +283,7 @@ def fit_model(
     model.eval()
     out: dict[str, Any] = {
         **{f"valid_{k}": v for k, v in best.items()},
+        "trained_sources": trained_sources(lists.sources, config),
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "history": history,
@@ -318,6 +330,7 @@ def train_ranker(
                         "n_profile": list(v.n_profile),
                     },
                     "tasks": list(config.tasks),
+                    "trained_sources": metrics["trained_sources"],
                     "seed": seed,
                 },
                 indent=2,

@@ -356,6 +356,36 @@ def test_bundle_round_trip_and_onnx_matches_torch(
         onnx_p.score(hist, CandidateSet(video_idx=np.array([300])))
 
 
+def test_source_flags_never_set_in_training_are_not_fed(
+    bundle: tuple[Path, dict[str, Any]],
+) -> None:
+    """The tiny world's logging policy is "trending" or unnamed: only that flag is trained; a
+    retrieval flag the logs never set (weights at their random initialisation) must not move
+    a score, the trained one must."""
+    art, metrics = bundle
+    assert metrics["trained_sources"] == ["trending"]
+    meta = json.loads((art / "ranker" / "meta.json").read_text())
+    assert meta["trained_sources"] == ["trending"]
+    p = Predictor.load(art)
+    names = p.config.source_names
+    rng = np.random.default_rng(3)
+    hist = _random_history(rng, 20)
+    vids = rng.integers(0, 300, 50)
+
+    def final(*flagged: str) -> np.ndarray:
+        src = np.zeros((50, len(names)), np.float32)
+        for n in flagged:
+            src[:, names.index(n)] = 1.0
+        return p.score(hist, CandidateSet(video_idx=vids, sources=src)).final
+
+    plain = final()
+    np.testing.assert_array_equal(final("two_tower", "tags", "covisit", "fresh"), plain)
+    assert np.abs(final("trending") - plain).max() > 1e-4
+    # a bundle from before the record feeds every flag, as it did
+    legacy = Predictor(p.config, p.model, p.videos, p.stats, None)
+    assert legacy.source_mask is None and p.source_mask is not None
+
+
 def test_trained_model_prefers_the_users_topics(bundle: Any, world: Any) -> None:
     art, _ = bundle
     _, _, topic = world
