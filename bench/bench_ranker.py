@@ -3,9 +3,11 @@
 Scores one request (a 50-event history, encoded once) against 100 / 500 / 1000 candidates with
 the default ranker architecture (random weights: latency does not depend on training), on
 ``threads`` intra-op threads. Reports p50/p99 of the model call for both backends and their
-ratio; the same for the serving form of the model (``ContentRanker``: the videos' content
-embeddings come from a table computed once per bundle, so the graph skips the per-candidate
-embedding gathers and tag pooling), with its ratio to the full model; the end-to-end
+ratio; the same for the serving form of the model (``ServingRanker``, exported by
+``export_content_onnx``: the videos' content embeddings come from a table computed once per
+bundle, so the graph skips the per-candidate embedding gathers and tag pooling, and the
+weights are folded so each candidate costs a few plain matmuls), with its ratio to the full
+model; the end-to-end
 ``Predictor.score`` latency (feature building + ONNX call of the serving form), and the ONNX
 parity of both forms (max abs error against PyTorch).
 

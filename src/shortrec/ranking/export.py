@@ -21,9 +21,9 @@ from shortrec.ranking.model import (
     N_CAND_BASE,
     N_CONTEXT,
     OUTPUT_NAMES,
-    ContentRanker,
     Ranker,
 )
+from shortrec.ranking.serving_form import ServingRanker
 
 
 def example_inputs(
@@ -131,14 +131,15 @@ def export_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) 
 
 
 def export_content_onnx(model: Ranker, config: RankerConfig, path: Path, seed: int = 0) -> None:
-    """Export the serving form of ``model`` (:class:`ContentRanker`: content embeddings in,
-    inputs :data:`CONTENT_INPUT_NAMES`) to ``path``."""
+    """Export the serving form of ``model`` (content embeddings in, inputs
+    :data:`CONTENT_INPUT_NAMES`) to ``path``, as :class:`ServingRanker`: the function of
+    :class:`ContentRanker` with the candidate-independent work folded out of the graph."""
     model.eval()
     ex = example_inputs(
         model, config, 2, max(2, config.history_len), 3, np.random.default_rng(seed)
     )
     _export(
-        ContentRanker(model).eval(), content_inputs(model, ex), CONTENT_INPUT_NAMES, config, path
+        ServingRanker(model).eval(), content_inputs(model, ex), CONTENT_INPUT_NAMES, config, path
     )
 
 

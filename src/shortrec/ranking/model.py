@@ -123,14 +123,11 @@ class HistoryEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
 
-    def forward(
+    def embed(
         self, content: Tensor, action: Tensor, mask: Tensor, ctx_num: Tensor, ctx_cat: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``content`` (B, L, d), ``action`` (B, L, A), ``mask`` (B, L) True on real steps.
-
-        Returns ``(memory, key_padding_mask, context)``; ``key_padding_mask`` is True where a
-        memory slot must not be attended; ``context`` (B, d) is the encoded context token.
-        """
+    ) -> tuple[Tensor, Tensor]:
+        """The encoder's input tokens: ``(history (B, L, d), context (B, d))``, padded history
+        steps zeroed (arguments as in :meth:`forward`)."""
         _b, length = mask.shape
         # history is right-aligned: the last slot is the most recent event
         pos = self.position.weight[-length:]  # (L, d)
@@ -139,6 +136,17 @@ class HistoryEncoder(nn.Module):
         ctx = self.ctx_num(ctx_num)  # (B, d)
         for i, emb in enumerate(self.profile):
             ctx = ctx + emb(ctx_cat[:, i])  # (B, d)
+        return hist, ctx
+
+    def forward(
+        self, content: Tensor, action: Tensor, mask: Tensor, ctx_num: Tensor, ctx_cat: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``content`` (B, L, d), ``action`` (B, L, A), ``mask`` (B, L) True on real steps.
+
+        Returns ``(memory, key_padding_mask, context)``; ``key_padding_mask`` is True where a
+        memory slot must not be attended; ``context`` (B, d) is the encoded context token.
+        """
+        hist, ctx = self.embed(content, action, mask, ctx_num, ctx_cat)
         ctx_token = ctx.unsqueeze(1)  # (B, 1, d)
         if self.encoder is None:
             m = mask.unsqueeze(-1).to(hist.dtype)  # (B, L, 1)
@@ -288,6 +296,9 @@ class ContentRanker(nn.Module):
     so serving looks it up in a table computed once per bundle (:meth:`content_table`) and
     the exported graph skips the embedding gathers and tag pooling of every candidate.
     Padding rows are zero vectors, exactly what :class:`VideoContent` gives padding inputs.
+
+    This is the reference form, built from the ranker's own modules; the exported graph is
+    ``serving_form.ServingRanker``, the same function with the weights folded for ONNX Runtime.
     """
 
     def __init__(self, ranker: Ranker) -> None:

@@ -190,8 +190,8 @@ def trained_sources(sources: npt.NDArray[np.float32], config: RankerConfig) -> l
     flags are never set in training; their input weights stay at their random
     initialisation, and :class:`Predictor` must not feed them (see ``trained_sources``
     there)."""
-    seen = np.asarray(sources).reshape(-1, len(config.source_names)).any(axis=0)
-    return [n for n, s in zip(config.source_names, seen.tolist(), strict=True) if s]
+    flags = np.asarray(sources).reshape(-1, len(config.source_names))  # (lists * C, S)
+    return [n for j, n in enumerate(config.source_names) if bool(flags[:, j].any())]
 
 
 def fit_model(
@@ -307,7 +307,7 @@ def train_ranker(
     """Train, export and publish the "ranker" component of bundle ``art``; returns metrics.
 
     Files: ``model.pt`` (state dict), ``model.onnx`` and ``model_content.onnx`` (the serving
-    form, see :class:`ContentRanker`; both when ``export_onnx``), ``videos.npz``,
+    form, see :class:`ServingRanker`; both when ``export_onnx``), ``videos.npz``,
     ``stats.npz``, ``meta.json``, ``checkpoint.pt`` (best epoch with optimizer state). Raises
     ``RuntimeError`` if the ONNX outputs differ from PyTorch by more than ``parity_tol``.
     """

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import orjson
@@ -47,7 +47,8 @@ ENV_SERVING = "SHORTREC_SERVING_CONFIG"
 ENV_ADMIN = "SHORTREC_ADMIN_TOKEN"
 #: uvicorn's event loop and HTTP parser: uvloop and httptools (C implementations, pinned
 #: dependencies) instead of asyncio and h11; they cut the HTTP layer's CPU per request
-UVICORN_OPTIONS: dict[str, str] = {"loop": "uvloop", "http": "httptools"}
+UVICORN_LOOP: Final = "uvloop"
+UVICORN_HTTP: Final = "httptools"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -356,7 +357,9 @@ def _worker(host: str, port: int) -> None:
     app = app_from_env()
     single_thread_compute()  # after loading: the bundle may load more thread pools (faiss)
     sock = _listen(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, **UVICORN_OPTIONS)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, loop=UVICORN_LOOP, http=UVICORN_HTTP
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -433,7 +436,13 @@ def serve(
         app = app_from_env()
         single_thread_compute()
         uvicorn.run(
-            app, host=host, port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop=UVICORN_LOOP,
+            http=UVICORN_HTTP,
         )
         return
     with contextlib.suppress(ValueError):  # not the main thread: keep the default handler
