@@ -7,8 +7,12 @@ machine's cores with the service). Runs, each bounded in time:
 
 1. ``feed``: personalised ``GET /v1/feed`` (published users, ``n=10``, 500 candidates ranked),
    with micro-batching on; 2. the same with micro-batching off; 3. ``mix``: 80 % feed,
-   20 % ``POST /v1/events`` batches of 5; 4. ``trivial``: ``GET /healthz`` (the ceiling of the
-   HTTP stack itself, in the same run).
+   20 % ``POST /v1/events`` batches of 5; 4. ``paced``: the same mix offered at a steady
+   ``--paced-feed-rps`` feeds/s (default 500, the target) by ``--paced-connections`` connections
+   with exponential think times: the latency a service running at that rate gives, where the
+   closed-loop runs 1-3 (every connection sends its next request as soon as it has an answer)
+   measure capacity and the queueing at saturation; 5. ``trivial``: ``GET /healthz`` (the
+   ceiling of the HTTP stack itself, in the same run).
 
 Per-stage p50/p99 come from the same pipeline run in process (``FeedService.feed`` over the
 same Redis), since each worker keeps its own histograms. The machine load (``os.getloadavg``)
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -41,6 +46,8 @@ import numpy as np
 from bench.common import work_dir, write_result
 
 US = 1_000_000
+#: response time the paced run's think time leaves room for in each connection's cycle
+PACED_RESPONSE_MS = 5.0
 
 _WRK_FEED = """
 math.randomseed(%(seed)d)
@@ -78,6 +85,52 @@ request = function()
     return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"}, body)
   end
   return wrk.format("GET", "/v1/feed?user_id=u" .. u .. "&session_id=1&n=10")
+end
+"""
+
+
+#: the mix with think time: each connection waits an exponential pause (mean ``think_ms``)
+#: before each request, so C connections offer about ``C / (think + response time)`` requests/s
+#: at a steady rate, where the closed-loop runs send as fast as the service answers and so
+#: measure capacity with every connection queued. ``done`` prints the feeds issued.
+_WRK_PACED = """
+math.randomseed(%(seed)d)
+local n_users, n_videos = %(n_users)d, %(n_videos)d
+local counter, thread_id, ids = 0, 0, 0
+feeds = 0
+local threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+  ids = ids + 1
+  thread:set("tid", ids)
+end
+init = function(args)
+  thread_id = tid or 0
+end
+delay = function()
+  return -%(think_ms)f * math.log(1 - math.random())
+end
+request = function()
+  local u = math.random(0, n_users - 1)
+  if math.random() < %(event_share)f then
+    local parts = {}
+    for i = 1, 5 do
+      counter = counter + 1
+      local eid = thread_id * 1000000000 + counter
+      parts[i] = string.format(
+        '{"event_id":%%d,"user_id":"u%%d","session_id":1,"video_idx":%%d,"watch_time_s":%%.1f}',
+        eid, u, math.random(0, n_videos - 1), math.random() * 30)
+    end
+    local body = '{"events":[' .. table.concat(parts, ",") .. ']}'
+    return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"}, body)
+  end
+  feeds = feeds + 1
+  return wrk.format("GET", "/v1/feed?user_id=u" .. u .. "&session_id=1&n=10")
+end
+done = function(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("feeds") end
+  io.write(string.format("feeds issued: %%d\\n", n))
 end
 """
 
@@ -215,6 +268,9 @@ def _wrk(url: str, path: str, script: str | None, duration_s: int, conns: int) -
     res["errors"] = float(errors)
     m = re.search(r"(\d+) requests in", out)
     res["requests"] = float(m.group(1)) if m else float("nan")
+    m = re.search(r"feeds issued: (\d+)", out)  # scripts that count them (_WRK_PACED)
+    if m:
+        res["feed_rps"] = int(m.group(1)) / duration_s
     return res
 
 
@@ -265,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--event-share", type=float, default=0.2)
     ap.add_argument(
+        "--paced-feed-rps",
+        type=float,
+        default=500.0,
+        help="feed requests/s the paced mix offers (the target's rate)",
+    )
+    ap.add_argument("--paced-connections", type=int, default=64)
+    ap.add_argument(
         "--name",
         default="serving",
         help="results file name (e.g. serving_c16 for a connection sweep point)",
@@ -307,6 +370,16 @@ def main(argv: list[str] | None = None) -> int:
                     metrics["mix_req_per_s"] = m["rps"]
                     metrics["mix_p50_ms"], metrics["mix_p99_ms"] = m["p50_ms"], m["p99_ms"]
                     metrics["mix_errors"] = int(m["errors"])
+                    # the target's test: the mix offered at a steady rate of feeds
+                    total_rps = args.paced_feed_rps / (1.0 - args.event_share)
+                    cycle_ms = 1e3 * args.paced_connections / total_rps
+                    paced = {**fmt, "think_ms": max(0.0, cycle_ms - PACED_RESPONSE_MS)}
+                    p = _wrk(url, "/v1/feed", _WRK_PACED % paced, duration, args.paced_connections)
+                    metrics["paced_req_per_s"] = p["rps"]
+                    metrics["paced_feed_req_per_s"] = round(p.get("feed_rps", math.nan), 2)
+                    for q in ("p50", "p90", "p99"):
+                        metrics[f"paced_{q}_ms"] = p[f"{q}_ms"]
+                    metrics["paced_errors"] = int(p["errors"])
                     t = _wrk(url, "/healthz", None, duration, args.connections)
                     metrics["trivial_req_per_s"] = t["rps"]
                     metrics["trivial_p99_ms"] = t["p99_ms"]
@@ -323,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         "candidates": 500,
         "page": 10,
         "generator": "wrk -t1",
+        "paced_feed_rps_offered": args.paced_feed_rps,
+        "paced_connections": args.paced_connections,
         "cores": os.cpu_count(),
     }
     path = write_result(args.name, config, metrics)
