@@ -188,7 +188,11 @@ def test_aa_shows_no_difference_and_validates(aa_run: tuple[Path, dict[str, Any]
         "liker_rate",
     }
     for m in by.values():
-        assert 0.02 <= m["false_positive_rate"] <= 0.08, m
+        # a binary outcome of 200 users is discrete: under re-randomisation the pooled z-test's
+        # exact size reaches 0.082 when nearly all or nearly no users like (hypergeometric,
+        # 100 per arm), before the noise of 400 salts (sd ~0.014)
+        hi = 0.10 if m["test"] == "two-proportion z" else 0.08
+        assert 0.02 <= m["false_positive_rate"] <= hi, m
         if m["power_predicted"] is not None:
             assert abs(m["power_observed"] - m["power_predicted"]) <= 0.10, m
             assert m["effect_abs"] > 0

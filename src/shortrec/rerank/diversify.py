@@ -376,12 +376,20 @@ def rerank(
     served_creators: Sequence[int] = (),
     served_topics: Sequence[int] = (),
 ) -> I64:
-    """Re-rank candidates with ``config.method`` and caps; returns ``config.k`` indices."""
+    """Re-rank candidates with ``config.method`` and caps; returns ``config.k`` indices in
+    ``config.page_order``."""
     n = int(np.asarray(relevance).shape[0])
     caps = Caps.build(creators, topics, n, config, served_creators, served_topics)
     if config.method == "mmr":
-        return mmr(relevance, sim, config.k, config.trade_off, caps)
-    if config.method == "dpp":
-        return dpp_greedy(relevance, sim, config.k, config.trade_off, config.dpp_epsilon, caps)
-    r, _, k = _check(relevance, sim, config.k)
-    return _fill(np.ones(n, bool), np.empty(k, np.int64), 0, caps, r)
+        page = mmr(relevance, sim, config.k, config.trade_off, caps)
+    elif config.method == "dpp":
+        page = dpp_greedy(relevance, sim, config.k, config.trade_off, config.dpp_epsilon, caps)
+    else:
+        r, _, k = _check(relevance, sim, config.k)
+        page = _fill(np.ones(n, bool), np.empty(k, np.int64), 0, caps, r)
+    if config.page_order == "relevance":
+        r = np.asarray(relevance, np.float64)
+        for s in range(0, page.shape[0], config.page_size):
+            block = page[s : s + config.page_size]  # a view: sorted in place
+            block[:] = block[np.argsort(-r[block], kind="stable")]  # ties keep pick order
+    return page

@@ -209,6 +209,7 @@ def test_rerank_equals_the_plain_reference(method: str, seed: int) -> None:
         max_per_creator=[None, 1, 2][seed % 3],
         max_per_topic=[None, 2, 4][(seed // 3) % 3],
         lookback=int(rng.integers(0, 6)),
+        page_order="greedy",  # the reference is of the selectors' pick order
     )
     served_c = rng.integers(-1, 4, int(rng.integers(0, 8))).tolist()
     served_t = rng.integers(-1, 3, len(served_c)).tolist()
@@ -225,3 +226,27 @@ def test_caps_mask_follows_adds_and_session_counts() -> None:
     np.testing.assert_array_equal(caps.allowed(), [False, False, False, True])
     caps.add(3)  # unknown creator and topic are never capped
     np.testing.assert_array_equal(caps.allowed(), [False, False, False, True])
+
+
+@pytest.mark.parametrize("method", ["mmr", "dpp"])
+def test_relevance_page_order_keeps_the_chosen_set(method: str) -> None:
+    rng = np.random.default_rng(0)
+    reordered = 0
+    for _ in range(20):
+        n = 30
+        r = rng.random(n)
+        s = cosine_similarity(rng.normal(size=(n, 3)))
+        cfg = RerankConfig(
+            method=method, k=8, trade_off=0.6, max_per_creator=None, page_order="greedy"
+        )
+        a = rerank(r, s, cfg)
+        b = rerank(r, s, cfg.model_copy(update={"page_order": "relevance", "page_size": 8}))
+        assert sorted(a.tolist()) == sorted(b.tolist())  # the set the selector chose ...
+        assert np.all(np.diff(r[b]) <= 0)  # ... by relevance
+        reordered += a.tolist() != b.tolist()
+        # pages of 3: each block of 3 picks holds the same items, by relevance
+        c = rerank(r, s, cfg.model_copy(update={"page_order": "relevance", "page_size": 3}))
+        for i in range(0, 8, 3):
+            assert sorted(c[i : i + 3].tolist()) == sorted(a[i : i + 3].tolist())
+            assert np.all(np.diff(r[c[i : i + 3]]) <= 0)
+    assert reordered > 0  # the greedy pick order is not the relevance order
