@@ -26,7 +26,7 @@ TARGETS: dict[tuple[str, str], tuple[str, float, str]] = {
     ("retrieval", "ann_recall_at_100_1000000"): (">=", 0.95, "ANN recall@100 vs exact, 1M"),
     ("retrieval", "request_p99_ms_50000"): ("<", 5.0, "all sources p99, 50k catalogue"),
     ("retrieval", "request_p99_ms_1000000"): ("<", 10.0, "all sources p99, 1M catalogue"),
-    ("ranker", "onnx_c500_p99_ms"): ("<=", 3.0, "rank 500 candidates, p99"),
+    ("ranker", "e2e_c500_p99_ms"): ("<=", 3.0, "rank 500 candidates (features + ONNX), p99"),
     ("rerank", "mmr_caps_p99_ms"): ("<", 2.0, "MMR + caps 200 -> 20, p99"),
     ("rerank", "dpp_caps_p99_ms"): ("<", 2.0, "DPP + caps 200 -> 20, p99"),
     ("serving", "feed_req_per_s"): (">=", 500, "feed requests/s, 2 workers (closed loop)"),
