@@ -58,42 +58,8 @@ request = function()
 end
 """
 
+#: 80/20 feed/event mix (share ``event_share``); ``done`` prints the feeds issued
 _WRK_MIX = """
-math.randomseed(%(seed)d)
-local n_users, n_videos = %(n_users)d, %(n_videos)d
-local counter, thread_id = 0, 0
-local ids = 0
-setup = function(thread)
-  ids = ids + 1
-  thread:set("tid", ids)
-end
-init = function(args)
-  thread_id = tid or 0
-end
-request = function()
-  local u = math.random(0, n_users - 1)
-  if math.random() < %(event_share)f then
-    local parts = {}
-    for i = 1, 5 do
-      counter = counter + 1
-      local eid = thread_id * 1000000000 + counter
-      parts[i] = string.format(
-        '{"event_id":%%d,"user_id":"u%%d","session_id":1,"video_idx":%%d,"watch_time_s":%%.1f}',
-        eid, u, math.random(0, n_videos - 1), math.random() * 30)
-    end
-    local body = '{"events":[' .. table.concat(parts, ",") .. ']}'
-    return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"}, body)
-  end
-  return wrk.format("GET", "/v1/feed?user_id=u" .. u .. "&session_id=1&n=10")
-end
-"""
-
-
-#: the mix with think time: each connection waits an exponential pause (mean ``think_ms``)
-#: before each request, so C connections offer about ``C / (think + response time)`` requests/s
-#: at a steady rate, where the closed-loop runs send as fast as the service answers and so
-#: measure capacity with every connection queued. ``done`` prints the feeds issued.
-_WRK_PACED = """
 math.randomseed(%(seed)d)
 local n_users, n_videos = %(n_users)d, %(n_videos)d
 local counter, thread_id, ids = 0, 0, 0
@@ -106,9 +72,6 @@ setup = function(thread)
 end
 init = function(args)
   thread_id = tid or 0
-end
-delay = function()
-  return -%(think_ms)f * math.log(1 - math.random())
 end
 request = function()
   local u = math.random(0, n_users - 1)
@@ -133,6 +96,19 @@ done = function(summary, latency, requests)
   io.write(string.format("feeds issued: %%d\\n", n))
 end
 """
+
+#: the mix with think time: each connection waits an exponential pause (mean ``think_ms``)
+#: before each request, so C connections offer about ``C / (think + response time)`` requests/s
+#: at a steady rate, where the closed-loop runs send as fast as the service answers and so
+#: measure capacity with every connection queued
+_WRK_PACED = (
+    _WRK_MIX
+    + """
+delay = function()
+  return -%(think_ms)f * math.log(1 - math.random())
+end
+"""
+)
 
 
 def _free_port() -> int:
