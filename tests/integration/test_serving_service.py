@@ -3,6 +3,7 @@ arms and their metrics, and reloading the experiment config."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from pathlib import Path
@@ -149,6 +150,66 @@ def test_ranking_deadline_falls_back(
     assert time.perf_counter() - t0 < 0.28  # did not wait for the model
     assert len(r.items) == 10 and "ranking_timeout" in r.fallbacks
     assert _value(svc, "shortrec_fallbacks_total", {"reason": "ranking_timeout"}) == 1
+    svc.close()
+
+
+def test_feed_async_serves_the_same_page_with_the_model_call_off_the_loop(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the HTTP app's path: the pipeline on the event loop, the model call in the batcher's
+    # thread; the page equals the blocking path's, and the loop keeps running meanwhile
+    sync_svc = _service(bundle, tiny_bundle.now_us)
+    want = sync_svc.feed("u-async", 2, 10)
+    sync_svc.close()
+    real = bundle.predictor.score_batch
+
+    def slow(*a: Any, **k: Any) -> Any:
+        time.sleep(0.2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bundle.predictor, "score_batch", slow)
+    svc = _service(bundle, tiny_bundle.now_us)
+
+    async def main() -> tuple[Any, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        got = await svc.feed_async("u-async", 2, 10)
+        ticker.cancel()
+        return got, ticks
+
+    got, ticks = asyncio.run(main())
+    svc.close()
+    assert [(it.video_idx, it.score) for it in got.items] == [
+        (it.video_idx, it.score) for it in want.items
+    ]
+    assert ticks >= 5  # ~20 ticks fit in the 0.2 s model call: it did not block the loop
+
+
+def test_feed_async_deadline_falls_back(
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = _service(bundle, tiny_bundle.now_us)
+    svc.config = svc.config.model_copy(update={"deadline_ranking_ms": 20.0})
+    real = bundle.predictor.score_batch
+
+    def slow(*a: Any, **k: Any) -> Any:
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bundle.predictor, "score_batch", slow)
+    t0 = time.perf_counter()
+    r = asyncio.run(svc.feed_async("u-slow-async", 1, 10))
+    assert time.perf_counter() - t0 < 0.28  # did not wait for the model
+    assert len(r.items) == 10 and "ranking_timeout" in r.fallbacks
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        asyncio.run(svc.feed_async("u-slow-async", 1, 101))
     svc.close()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -59,73 +60,112 @@ def merge(
     if n_src == 0 or total <= 0 or lens.sum() == 0:
         return _empty(names)
     vid = np.concatenate([c.video_idx for c in lists]).astype(np.int64)  # (N,) all lists
-    n = vid.shape[0]
-    src = np.repeat(np.arange(n_src, dtype=np.int64), lens)  # (N,) list of each entry
-    # one sort by (video, list, position) serves the per-list dedupe, the seen filter and the
-    # union's grouping; entries are concatenated list by list, so the key is unique
-    order = np.argsort(vid * n + np.arange(n))  # (N,)
-    v_sorted, s_sorted = vid[order], src[order]
-    drop = np.zeros(n + 1, np.int64)
-    seen_arr = np.asarray(seen, dtype=np.int64).ravel()
-    if seen_arr.shape[0]:  # each seen video blocks its run of sorted entries
-        lo = np.searchsorted(v_sorted, seen_arr, side="left")
-        hi = np.searchsorted(v_sorted, seen_arr, side="right")
-        drop = np.bincount(lo, minlength=n + 1) - np.bincount(hi, minlength=n + 1)
-    drop_sorted = np.cumsum(drop[:n]) > 0  # (N,) in sorted order
-    # a source list should already be unique; keep each video's first (best) position
-    drop_sorted[1:] |= (v_sorted[1:] == v_sorted[:-1]) & (s_sorted[1:] == s_sorted[:-1])
-    keep = np.empty(n, np.bool_)
-    keep[order] = ~drop_sorted
-    kept_idx = np.flatnonzero(keep)  # (M,) the kept entries in list order
-    if kept_idx.shape[0] == 0:
+    seen_arr = np.unique(np.asarray(seen, dtype=np.int64).ravel())  # sorted, unique
+    weight = np.array([fusion.get(s, 0.0) for s in names], np.float64)  # (S,)
+    slots_of = quota_slots({s: quotas.get(s, 0.0) for s in names}, total)
+    slots = np.array([slots_of[s] for s in names], np.int64)  # (S,)
+    by_quota = np.array(sorted(range(n_src), key=lambda i: -quotas.get(names[i], 0.0)))
+    uniq, fused, mask = _merge_kernel(
+        vid, lens, seen_arr, weight, float(rrf_k), slots, by_quota, int(total)
+    )
+    if uniq.shape[0] == 0:
         return _empty(names)
-    # union: sorted unique videos, each kept entry's position in it, provenance bits
-    in_sorted = order[~drop_sorted]  # kept entries sorted by (video, list)
-    vs = vid[in_sorted]
-    new = np.ones(vs.shape[0], np.bool_)
-    new[1:] = vs[1:] != vs[:-1]
-    first = np.flatnonzero(new)
-    uniq = vs[first]  # (U,)
-    group = np.empty(n, np.int64)
-    group[in_sorted] = np.cumsum(new) - 1
-    inv = group[kept_idx]  # (M,)
-    bits = np.left_shift(1, src[in_sorted]).astype(np.uint16)
-    mask = np.bitwise_or.reduceat(bits, first)  # (U,)
-    # rank of each kept entry within its own list (from 1), and its list's quota weight
-    kept_lens = np.bincount(src[kept_idx], minlength=n_src)  # (S,)
-    starts = np.cumsum(kept_lens) - kept_lens
-    ranks = (np.arange(kept_idx.shape[0]) - np.repeat(starts, kept_lens) + 1).astype(np.float64)
-    weight = np.repeat([fusion.get(s, 0.0) for s in names], kept_lens).astype(np.float64)
-    # fused score; both sums accumulate in list order, exactly like two ufunc.at passes:
-    # sources that only fill (weight 0) still need an order among themselves: tiny epsilon
-    fused = np.bincount(
-        np.concatenate([inv, inv]),
-        weights=np.concatenate([weight / (rrf_k + ranks), 1e-9 / (rrf_k + ranks)]),
-        minlength=uniq.shape[0],
-    )
-    # best first; uniq is sorted, so the stable sort breaks ties by video_idx ascending
-    by_score = np.argsort(-fused, kind="stable")  # (U,)
+    return MergedCandidates(uniq.astype(np.int32), fused.astype(np.float32), mask, names)
 
-    taken = np.zeros(uniq.shape[0], dtype=np.bool_)
-    slots = quota_slots({s: quotas.get(s, 0.0) for s in names}, total)
-    by_quota = sorted(range(n_src), key=lambda i: -quotas.get(names[i], 0.0))
-    n_taken = 0
-    bounds = np.concatenate([starts, [kept_idx.shape[0]]]).tolist()
-    for i in by_quota:
-        want = min(slots[names[i]], total - n_taken)
-        if want <= 0:
+
+@numba.njit(cache=True, nogil=True)
+def _merge_kernel(
+    vid: npt.NDArray[np.int64],
+    lens: npt.NDArray[np.int64],
+    seen: npt.NDArray[np.int64],
+    weight: npt.NDArray[np.float64],
+    rrf_k: float,
+    slots: npt.NDArray[np.int64],
+    by_quota: npt.NDArray[np.int64],
+    total: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint16]]:
+    """The merge after validation, compiled (one pass per phase instead of tens of NumPy
+    calls per request): ``vid`` (N,) the lists concatenated, ``lens`` (S,) their lengths,
+    ``seen`` sorted unique, ``weight`` / ``slots`` (S,) per list, ``by_quota`` the lists in
+    quota order. Returns the selected videos, fused scores and provenance bits, best first.
+    """
+    n = vid.shape[0]
+    n_src = lens.shape[0]
+    src = np.empty(n, np.int64)  # (N,) list of each entry
+    pos = 0
+    for s in range(n_src):
+        for _ in range(lens[s]):
+            src[pos] = s
+            pos += 1
+    # one sort by (video, list, position) groups the videos and puts each list's repeats of
+    # a video side by side; entries are concatenated list by list, so the key is unique
+    order = np.argsort(vid * n + np.arange(n))
+    group = np.full(n, -1, np.int64)  # (N,) each kept entry's video, as a position in uniq
+    uniq = np.empty(n, np.int64)
+    mask = np.zeros(n, np.uint16)
+    n_uniq = 0
+    j = 0  # seen pointer (both sorted)
+    prev_v, prev_s = -1, -1
+    for t in range(n):
+        e = order[t]
+        v, s = vid[e], src[e]
+        repeat = v == prev_v and s == prev_s  # a later position of the same video in a list
+        prev_v, prev_s = v, s
+        while j < seen.shape[0] and seen[j] < v:
+            j += 1
+        if repeat or (j < seen.shape[0] and seen[j] == v):
             continue
-        pos = inv[bounds[i] : bounds[i + 1]]  # this list's videos, as positions in uniq
-        free = pos[~taken[pos]][:want]
-        taken[free] = True
-        n_taken += free.shape[0]
-    if n_taken < total:  # fill: best remaining by fused score
-        rest = by_score[~taken[by_score]][: total - n_taken]
-        taken[rest] = True
-    sel = by_score[taken[by_score]]
-    return MergedCandidates(
-        uniq[sel].astype(np.int32), fused[sel].astype(np.float32), mask[sel], names
-    )
+        if n_uniq == 0 or uniq[n_uniq - 1] != v:
+            uniq[n_uniq] = v
+            n_uniq += 1
+        group[e] = n_uniq - 1
+        mask[n_uniq - 1] |= np.uint16(1) << np.uint16(s)
+    # weighted reciprocal-rank fusion, rank = position among the list's kept entries (from
+    # 1); the weighted terms, then the epsilon terms that order the lists without weight,
+    # each summed in list order (the order the documented formula adds them in)
+    fused = np.zeros(n_uniq)
+    for phase in range(2):
+        rank = 0
+        cur = -1
+        for e in range(n):
+            if src[e] != cur:
+                cur, rank = src[e], 0
+            g = group[e]
+            if g < 0:
+                continue
+            rank += 1
+            w = weight[cur] if phase == 0 else 1e-9
+            fused[g] += w / (rrf_k + rank)
+    # best first; uniq is sorted, so the stable sort breaks ties by video_idx ascending
+    by_score = np.argsort(-fused, kind="mergesort")
+    taken = np.zeros(n_uniq, np.bool_)
+    n_taken = 0
+    starts = np.zeros(n_src + 1, np.int64)
+    for s in range(n_src):
+        starts[s + 1] = starts[s] + lens[s]
+    for s in by_quota:  # quota phase: each list's best not-yet-taken entries
+        want = min(slots[s], total - n_taken)
+        e = starts[s]
+        while want > 0 and e < starts[s + 1]:
+            g = group[e]
+            if g >= 0 and not taken[g]:
+                taken[g] = True
+                n_taken += 1
+                want -= 1
+            e += 1
+    for g in by_score:  # fill: the best remaining by fused score
+        if n_taken >= total:
+            break
+        if not taken[g]:
+            taken[g] = True
+            n_taken += 1
+    sel = np.empty(n_taken, np.int64)
+    k = 0
+    for g in by_score:
+        if taken[g]:
+            sel[k] = g
+            k += 1
+    return uniq[sel], fused[sel], mask[sel]
 
 
 def _empty(names: tuple[str, ...]) -> MergedCandidates:

@@ -82,9 +82,9 @@ Service = Annotated[FeedService, Depends(service)]
 
 
 async def on_workers(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run a request-path call off the event loop, in a pool bounded by
-    ``ServingConfig.request_threads`` (the loop stays free to accept requests, and concurrent
-    pipelines feed the ranking micro-batcher)."""
+    """Run a blocking call (event ingestion, video lookups) off the event loop, in a pool
+    bounded by ``ServingConfig.request_threads``. The feed does not come here: it runs on the
+    loop and only its model call leaves it (``FeedService.feed_async``)."""
     return await anyio.to_thread.run_sync(
         functools.partial(fn, *args), limiter=request.app.state.limiter
     )
@@ -139,7 +139,7 @@ async def get_feed(
     n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
 ) -> Response:
     """The next ``n`` videos for a user (unknown users get a cold-start feed)."""
-    r = await on_workers(request, svc.feed, user_id, session_id, n)
+    r = await svc.feed_async(user_id, session_id, n)
     return json_response(feed_json(r))
 
 
@@ -148,7 +148,7 @@ async def post_feed(request: Request, svc: Service, body: FeedRequest) -> Respon
     """Like ``GET /v1/feed``, with a request context (profile, videos to exclude)."""
     c = body.context
     ctx = FeedContext(c.region, c.age_bucket, c.device, tuple(c.exclude))
-    r = await on_workers(request, svc.feed, body.user_id, body.session_id, body.n, ctx)
+    r = await svc.feed_async(body.user_id, body.session_id, body.n, ctx)
     return json_response(feed_json(r))
 
 

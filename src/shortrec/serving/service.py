@@ -23,6 +23,7 @@ The A/B simulator and the demo call these methods in process, without HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import logging
@@ -31,8 +32,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable, Generator, Hashable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +53,7 @@ from shortrec.monitoring.drift import (
     DriftMonitor,
 )
 from shortrec.ranking.blend import blend_with_retrieval
-from shortrec.ranking.predictor import CandidateSet, History
+from shortrec.ranking.predictor import CandidateSet, History, Scores
 from shortrec.rerank import rerank, rerank_similarity, tag_jaccard
 from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
@@ -185,25 +186,76 @@ class TTLCache:
         self._miss = metrics.cache_requests.labels(name, "miss")
 
     def get(self, key: Hashable, ttl_s: float, load: Callable[[], T]) -> T:
+        hit = self.lookup(key)
+        if hit is not None:
+            value: T = hit[0]
+            return value
+        value = load()
+        self.put(key, ttl_s, value)
+        return value
+
+    def lookup(self, key: Hashable) -> tuple[Any] | None:
+        """``(value,)`` while ``key`` is fresh, else None (counted as a hit or a miss)."""
         now = self._clock()
         with self._lock:
             hit = self._data.get(key)
         if hit is not None and hit[0] > now:
             self._hit.inc()
-            value: T = hit[1]
-            return value
+            return (hit[1],)
         self._miss.inc()
-        value = load()
+        return None
+
+    def put(self, key: Hashable, ttl_s: float, value: object) -> None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds (the oldest entry goes when full)."""
+        now = self._clock()
         with self._lock:
             self._data[key] = (now + ttl_s, value)
             self._data.move_to_end(key)
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+
+
+#: a feed pipeline written as a generator: it yields ``(future, timeout_s)`` where it waits
+#: for the ranker's model call and is sent the :class:`Scores` (or thrown the exception)
+FeedSteps = Generator[tuple["Future[Scores]", float], Scores, T]
+
+
+def drive(steps: FeedSteps[T]) -> T:
+    """Run ``steps`` to the end in this thread, blocking on each ranking future."""
+    try:
+        fut, timeout_s = next(steps)
+        while True:
+            try:
+                scores = fut.result(timeout=timeout_s)
+            except Exception as e:  # a timeout or the ranker's error, handled by the steps
+                fut, timeout_s = steps.throw(e)
+            else:
+                fut, timeout_s = steps.send(scores)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def drive_async(steps: FeedSteps[T]) -> T:
+    """Run ``steps`` on the running event loop: the Python work runs in the loop's thread, each
+    ranking future is awaited (the model call runs in the batcher's thread meanwhile, with the
+    GIL released, while the loop serves other requests)."""
+    try:
+        fut, timeout_s = next(steps)
+        while True:
+            try:
+                scores = await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
+            except Exception as e:
+                fut, timeout_s = steps.throw(e)
+            else:
+                fut, timeout_s = steps.send(scores)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 class _Timer:
@@ -575,6 +627,30 @@ class FeedService:
         Never fails for an unknown user (cold start) or a down store (degraded mode); raises
         ``ValueError`` only for ``n`` outside 1..100.
         """
+        return drive(self._feed_steps(user_id, session_id, n, context, now_us))
+
+    async def feed_async(
+        self,
+        user_id: str,
+        session_id: int = 0,
+        n: int | None = None,
+        context: FeedContext | None = None,
+        now_us: int | None = None,
+    ) -> FeedResult:
+        """:meth:`feed` on an event loop (what the HTTP app calls): the pipeline runs in the
+        loop's thread and only the ranker's model call leaves it (see :func:`drive_async`).
+        Thread hand-offs per request cost more CPU than the whole pipeline's blocking: one
+        worker thread per request made a feed request cost ~30 % more CPU (docs/api.md)."""
+        return await drive_async(self._feed_steps(user_id, session_id, n, context, now_us))
+
+    def _feed_steps(
+        self,
+        user_id: str,
+        session_id: int,
+        n: int | None,
+        context: FeedContext | None,
+        now_us: int | None,
+    ) -> FeedSteps[FeedResult]:
         cfg = self.config
         n = cfg.n_default if n is None else n
         if not 1 <= n <= 100:
@@ -620,13 +696,15 @@ class FeedService:
                 ctx_in.device,
                 ov.model_dump_json(),
             )
-            items, page_fb = self._cold.get(
-                key,
-                cfg.cold_cache_ttl_s,
-                lambda: self._page(bundle, req, ctx, n, ov, degraded, timer),
-            )
+            hit = self._cold.lookup(key)
+            if hit is None:
+                page = yield from self._page(bundle, req, ctx, n, ov, degraded, timer)
+                self._cold.put(key, cfg.cold_cache_ttl_s, page)
+            else:
+                page = hit[0]
+            items, page_fb = page
         else:
-            items, page_fb = self._page(bundle, req, ctx, n, ov, degraded, timer)
+            items, page_fb = yield from self._page(bundle, req, ctx, n, ov, degraded, timer)
         fallbacks.extend(page_fb)
         timer.record("total", t_all)
 
@@ -824,7 +902,7 @@ class FeedService:
         ov: ArmOverrides,
         degraded: bool,
         timer: _Timer,
-    ) -> tuple[tuple[ServedItem, ...], list[str]]:
+    ) -> FeedSteps[tuple[tuple[ServedItem, ...], list[str]]]:
         fallbacks: list[str] = []
         merged = self._candidates(bundle, req, ov, degraded, timer, fallbacks)
         cat = bundle.catalogue
@@ -857,7 +935,7 @@ class FeedService:
         timer.record("features", t0)
 
         t0 = time.perf_counter()
-        final, heads = self._rank(
+        final, heads = yield from self._rank(
             bundle,
             history,
             cands,
@@ -958,7 +1036,7 @@ class FeedService:
         known: npt.NDArray[np.bool_],
         fallbacks: list[str],
         timeout_s: float,
-    ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float64]]]:
+    ) -> FeedSteps[tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float64]]]]:
         """Final score (C,) and head scores for every merged candidate; on a ranker error or
         deadline, the fused retrieval score scaled to [0, 1] (retrieval order)."""
         c = len(merged)
@@ -969,8 +1047,8 @@ class FeedService:
             return fallback, {}
         fut = self._batcher.submit(bundle.predictor, history, cands)
         try:
-            scores = fut.result(timeout=timeout_s)
-        except FutureTimeout:
+            scores = yield fut, timeout_s
+        except TimeoutError:  # concurrent.futures' and asyncio's timeouts alike
             fut.cancel()
             fallbacks.append("ranking_timeout")
             return fallback, {}

@@ -24,6 +24,7 @@ from shortrec.artifacts import BundleError, component_dir, read_manifest
 from shortrec.monitoring.drift import REFERENCE_COMPONENT, Reference, load_reference
 from shortrec.ranking.predictor import CandidateSet, History, Predictor
 from shortrec.retrieval.model import RetrievalModel
+from shortrec.retrieval.types import RetrievalRequest
 from shortrec.store import ScoredRows, Snapshot
 
 I32 = npt.NDArray[np.int32]
@@ -111,6 +112,14 @@ class Catalogue:
         """Features of ``video_idx`` (n,); unknown videos get missing values."""
         v = np.asarray(video_idx, np.int64).reshape(-1)
         n = v.shape[0]
+        if n and v.min() >= 0 and v.max() < self.n_bundle:  # the common case: plain gathers
+            return VideoMeta(
+                self._creator[v],
+                self._category[v],
+                self._tags[v].reshape(n, self.max_tags),
+                self._duration[v],
+                self._upload[v],
+            )
         inb = (v >= 0) & (v < self.n_bundle)
         vb = np.where(inb, v, 0)
         creator = np.where(inb, self._creator[vb], -1)
@@ -185,6 +194,20 @@ class Bundle:
             raise BundleError(f"{art}: ranker probe failed: {type(e).__name__}: {e}") from e
         if not np.isfinite(probe.final).all():
             raise BundleError(f"{art}: ranker probe returned non-finite scores")
+        try:  # every source and the merge once: a broken source fails here, not in traffic,
+            # and the compiled (numba) kernels are loaded or compiled before the first request
+            retrieval.retrieve(
+                RetrievalRequest(
+                    user_idx=0,
+                    now_us=retrieval.as_of_us,
+                    history=np.arange(n_probe, dtype=np.int32),
+                    tag_idx=np.zeros(1, np.int32),
+                    tag_weight=np.ones(1, np.float32),
+                ),
+                total=n_probe,
+            )
+        except Exception as e:
+            raise BundleError(f"{art}: retrieval probe failed: {type(e).__name__}: {e}") from e
         drift = None
         if REFERENCE_COMPONENT in manifest.get("components", {}):
             try:
