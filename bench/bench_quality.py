@@ -15,13 +15,14 @@ under ``bench/.work/quality/``, and MovieLens-100K (RecBole atomic files fetched
 * Issue 6: the full pipeline (``shortrec``) beside retrieval order alone, the ranker without
   re-ranking, ablations (mean pooling, single task, no diversity loss) and the baselines, under
   ``oracle`` and ``temporal`` (and ``loo-full`` on MovieLens). Sweeps under ``oracle``: the
-  diversity-loss weight lambda (ranker order, no re-ranking) and the DPP trade-off theta, each
+  diversity-loss weight lambda (ranker order, no re-ranking), the default re-ranker's
+  trade-off (calibration's, ``rerank_knob``) and the unpersonalised DPP's theta, each
   plotted as NDCG@10 vs Diversity@10 (``distinct_topics@10``: distinct topics / list length;
   distinct creators are recorded too but the ranker's own order already has ~0.9 of them, so
   they leave no room for the +20 % the gate asks; tag ILD saturates near 1 on these catalogues).
 
 Every gate is a metric ``gate_*`` (1 = passed, 0 = failed); nothing is hidden when one fails.
-Writes ``bench/results/quality_<world>.json`` and ``quality_<world>_{lambda,tradeoff}.png``.
+Writes ``bench/results/quality_<world>.json`` and ``quality_<world>_{lambda,tradeoff,dpp}.png``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "two_tower": {"max_epochs": 2, "max_samples_per_epoch": 100_000, "threads": 1},
         "ranker": {"max_epochs": 1, "max_train_lists": 4_000, "threads": 1},
         "lambdas": (0.0, 0.1, 1.0),
-        "trade_offs": (0.3, 0.7, 0.9),
+        "trade_offs": (0.2, 0.7),
+        "dpp_trade_offs": (0.3, 0.7, 0.9),
     },
     "full": {
         "world": "medium",
@@ -78,7 +80,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "two_tower": {"max_epochs": 3, "max_samples_per_epoch": 300_000, "threads": 1},
         "ranker": {"max_epochs": 2, "max_train_lists": 12_000, "threads": 1},
         "lambdas": (0.0, 0.1, 1.0),
-        "trade_offs": (0.3, 0.5, 0.7, 0.9, 0.99),
+        "trade_offs": (0.2, 0.3, 0.6, 0.8, 1.0),
+        "dpp_trade_offs": (0.3, 0.5, 0.7, 0.87, 0.9, 0.99),
     },
 }
 ML_RANKER = {"max_epochs": 3, "max_train_lists": 20_000, "threads": 1}
@@ -227,10 +230,21 @@ def retrieval_recall(
 
 
 # ---------------------------------------------------------------- issue 6
+def rerank_knob(cfg: FullPipelineConfig) -> str:
+    """The ``RerankConfig`` field that trades relevance for diversity in ``cfg``'s re-ranker:
+    calibration's trade-off when it is personalised (the default), else the DPP/MMR one."""
+    return "calibration_trade_off" if cfg.rerank.personalise == "calibrated" else "trade_off"
+
+
 def pipeline_variants(
-    base: FullPipelineConfig, lambdas: Sequence[float], trade_offs: Sequence[float]
+    base: FullPipelineConfig,
+    lambdas: Sequence[float],
+    trade_offs: Sequence[float],
+    dpp_trade_offs: Sequence[float] = (),
 ) -> dict[str, FullPipelineConfig]:
-    """Named configs: the default, stage ablations, the lambda and trade-off sweeps."""
+    """Named configs: the default, stage ablations, the lambda sweep, the sweep of the default
+    re-ranker's trade-off (``tradeoff_*``, :func:`rerank_knob`) and of the unpersonalised
+    DPP's (``dpp_*``)."""
     default_lambda = base.ranker.diversity_lambda
     out = {
         "shortrec": base,
@@ -245,9 +259,14 @@ def pipeline_variants(
             out[f"lambda_{lam:g}"] = variant(
                 base, stages="ranker", ranker={"diversity_lambda": lam}
             )
+    knob = rerank_knob(base)
     for th in trade_offs:
-        if th != base.rerank.trade_off:
-            out[f"tradeoff_{th:g}"] = variant(base, rerank_cfg={"trade_off": th})
+        if th != getattr(base.rerank, knob):
+            out[f"tradeoff_{th:g}"] = variant(base, rerank_cfg={knob: th})
+    for th in dpp_trade_offs:
+        out[f"dpp_{th:g}"] = variant(
+            base, rerank_cfg={"personalise": "none", "method": "dpp", "trade_off": th}
+        )
     out.update(blend_variants(base))
     return out
 
@@ -261,19 +280,28 @@ def blend_variants(base: FullPipelineConfig) -> dict[str, FullPipelineConfig]:
     }
 
 
+Sweep = list[tuple[float, float, float]]
+
+
 def sweep_points(
     rep: EvalReport, base: FullPipelineConfig, names: dict[str, FullPipelineConfig]
-) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
-    """(parameter, NDCG@10, Diversity@10) of the lambda sweep (ranker order) and of the
-    trade-off sweep (full pipeline), ascending in the parameter."""
-    lam, tra = [], []
+) -> tuple[Sweep, Sweep, Sweep]:
+    """(parameter, NDCG@10, Diversity@10) of the lambda sweep (ranker order), of the default
+    re-ranker's trade-off sweep and of the DPP's (full pipeline), ascending in the
+    parameter."""
+    lam: Sweep = []
+    tra: Sweep = []
+    dpp: Sweep = []
+    knob = rerank_knob(base)
     for n, cfg in names.items():
         nd, dv = rep.metrics[n]["ndcg@10"], rep.metrics[n][DIVERSITY]
         if n == "ranker_no_rerank" or n.startswith("lambda_"):
             lam.append((cfg.ranker.diversity_lambda, nd, dv))
         if n == "shortrec" or n.startswith("tradeoff_"):
-            tra.append((cfg.rerank.trade_off, nd, dv))
-    return sorted(lam), sorted(tra)
+            tra.append((getattr(cfg.rerank, knob), nd, dv))
+        if n.startswith("dpp_"):
+            dpp.append((cfg.rerank.trade_off, nd, dv))
+    return sorted(lam), sorted(tra), sorted(dpp)
 
 
 def plot_sweep(
@@ -310,7 +338,7 @@ def synthetic_quality(
     gates: dict[str, float],
     info: dict[str, Any],
 ) -> None:
-    names = pipeline_variants(base, s["lambdas"], s["trade_offs"])
+    names = pipeline_variants(base, s["lambdas"], s["trade_offs"], s["dpp_trade_offs"])
     cache = FitCache()
     recs = {n: FullPipelineRecommender(c, seed=0, name=n, cache=cache) for n, c in names.items()}
     baselines = default_baselines(seed=0)
@@ -340,9 +368,10 @@ def synthetic_quality(
     gates[f"gate_issue6_{tag}_oracle_skip_rate_below_logged"] = float(
         m["shortrec"]["exp_skip_rate@10"] < rep.logged["skip_rate"]
     )
-    lam, tra = sweep_points(rep, base, names)
+    lam, tra, dpp = sweep_points(rep, base, names)
     info["sweep_lambda"] = lam
     info["sweep_tradeoff"] = tra
+    info["sweep_dpp"] = dpp
     plot_sweep(
         lam,
         "lambda",
@@ -350,12 +379,20 @@ def synthetic_quality(
         base.ranker.diversity_lambda,
         RESULTS / f"quality_{tag}_lambda.png",
     )
+    knob = rerank_knob(base)
     plot_sweep(
         tra,
-        "theta",
-        f"{tag}: DPP trade-off (full pipeline)",
-        base.rerank.trade_off,
+        "t",
+        f"{tag}: re-ranker trade-off {knob} (full pipeline)",
+        getattr(base.rerank, knob),
         RESULTS / f"quality_{tag}_tradeoff.png",
+    )
+    plot_sweep(
+        dpp,
+        "theta",
+        f"{tag}: DPP trade-off, unpersonalised (full pipeline)",
+        base.rerank.trade_off,
+        RESULTS / f"quality_{tag}_dpp.png",
     )
     # the default vs pure relevance (no diversity loss, no re-ranking) ...
     ref = "ranker_no_rerank" if base.ranker.diversity_lambda == 0 else "lambda_0"
@@ -367,7 +404,7 @@ def synthetic_quality(
         d_div >= 0.20 and d_nd >= -0.03
     )
     # ... and each sweep moves along a trade-off: some point more diverse, some more accurate
-    for label, pts in (("lambda", lam), ("tradeoff", tra)):
+    for label, pts in (("lambda", lam), ("tradeoff", tra), ("dpp", dpp)):
         divs, nds = [p[2] for p in pts], [p[1] for p in pts]
         gates[f"gate_issue6_{tag}_{label}_sweep_moves_diversity"] = float(
             max(divs) - min(divs) > 0.01 * max(divs)

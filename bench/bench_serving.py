@@ -6,13 +6,18 @@ with ``--workers`` uvicorn processes and drives it with ``wrk`` (the load genera
 machine's cores with the service). Runs, each bounded in time:
 
 1. ``feed``: personalised ``GET /v1/feed`` (published users, ``n=10``, 500 candidates ranked),
-   with micro-batching on; 2. the same with micro-batching off; 3. ``mix``: 80 % feed,
+   with micro-batching on; 2. the same with micro-batching off (``rank_max_batch`` 1: one
+   request per model call, still off the event loop); 3. ``mix``: 80 % feed,
    20 % ``POST /v1/events`` batches of 5; 4. ``paced``: the same mix offered at a steady
    ``--paced-feed-rps`` feeds/s (default 500, the target) by ``--paced-connections`` connections
    with exponential think times: the latency a service running at that rate gives, where the
    closed-loop runs 1-3 (every connection sends its next request as soon as it has an answer)
    measure capacity and the queueing at saturation; 5. ``trivial``: ``GET /healthz`` (the
    ceiling of the HTTP stack itself, in the same run).
+
+In process, the CPU per feed request of the app's dispatch (the pipeline on the event loop,
+only the model call in the batcher's thread) is compared with the earlier one (each request
+in a worker thread), alternating rounds in one process (``dispatch_*``).
 
 Per-stage p50/p99 come from the same pipeline run in process (``FeedService.feed`` over the
 same Redis), since each worker keeps its own histograms. The machine load (``os.getloadavg``)
@@ -36,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +293,78 @@ def _stages(art: Path, redis_url: str, n_users: int, n: int) -> dict[str, float]
     return out
 
 
+def _dispatch(
+    art: Path, redis_url: str, n_users: int, rounds: int, per_round: int
+) -> dict[str, float]:
+    """CPU per feed request of the two ways to run the pipeline for concurrent requests, in
+    one process over the same Redis, alternating rounds of ``per_round`` requests (16 at a
+    time): ``threads``, each request in a worker thread (what the app did before) with the
+    model call in the batcher's thread; ``loop``, the pipeline on an asyncio loop with only
+    the model call in the batcher's thread (``FeedService.feed_async``, what the app does).
+    Reports medians over rounds and the median of the per-round ratio loop / threads."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shortrec.config import ServingConfig, StoreConfig
+    from shortrec.serving.app import single_thread_compute
+    from shortrec.serving.metrics import Metrics, new_registry
+    from shortrec.serving.service import FeedService
+    from shortrec.serving.snapshot import Bundle
+    from shortrec.store import open_store
+
+    conc = 16
+    store = open_store(StoreConfig(url=redis_url))
+    single_thread_compute()
+    svc = FeedService(
+        ServingConfig(), Bundle.load(art, rank_threads=1), store, Metrics(new_registry())
+    )
+    rng = np.random.default_rng(1)
+    pool = ThreadPoolExecutor(conc)
+    loop = asyncio.new_event_loop()
+
+    def users() -> list[str]:
+        return [f"u{int(u)}" for u in rng.integers(n_users, size=per_round)]
+
+    def threads() -> None:
+        futs = [pool.submit(svc.feed, u, 1, 10) for u in users()]
+        for f in futs:
+            f.result()
+
+    async def on_loop() -> None:
+        sem = asyncio.Semaphore(conc)
+
+        async def one(u: str) -> None:
+            async with sem:
+                await svc.feed_async(u, 1, 10)
+
+        await asyncio.gather(*(one(u) for u in users()))
+
+    def on_loop_blocking() -> None:
+        loop.run_until_complete(on_loop())
+
+    modes: dict[str, Callable[[], None]] = {"threads": threads, "loop": on_loop_blocking}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    try:
+        for m in modes.values():  # warm-up
+            m()
+        for _ in range(rounds):
+            for name, run in modes.items():
+                c0 = time.process_time()
+                run()
+                cpu[name].append((time.process_time() - c0) / per_round * 1e3)
+    finally:
+        pool.shutdown()
+        loop.close()
+        svc.close()
+        store.close()
+    ratio = np.array(cpu["loop"]) / np.array(cpu["threads"])
+    return {
+        "dispatch_threads_cpu_ms_per_req": round(float(np.median(cpu["threads"])), 3),
+        "dispatch_loop_cpu_ms_per_req": round(float(np.median(cpu["loop"])), 3),
+        "dispatch_loop_over_threads_cpu_ratio": round(float(np.median(ratio)), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny world, 5 s runs")
@@ -328,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         n_videos = pl.read_parquet(root / "videos.parquet").height
         fmt = {"seed": 1, "n_users": n_users, "n_videos": n_videos, "event_share": args.event_share}
         for batching in (True, False):
-            with _service(art, redis_url, args.workers, batching) as (url, pid):
+            # off = one request per model call, still in the batcher's thread (the feed's
+            # pipeline runs on the event loop, which must not run the model itself)
+            off = {} if batching else {"rank_max_batch": 1}
+            with _service(art, redis_url, args.workers, True, **off) as (url, pid):
                 cpu0 = _tree_cpu_s(pid)
                 r = _wrk(url, "/v1/feed", _WRK_FEED % fmt, duration, args.connections)
                 tag = "feed" if batching else "feed_nobatch"
@@ -361,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     metrics["trivial_p99_ms"] = t["p99_ms"]
                     metrics["trivial_errors"] = int(t["errors"])
         metrics.update(_stages(art, redis_url, n_users, 300 if args.quick else 1000))
+        metrics.update(_dispatch(art, redis_url, n_users, 4 if args.quick else 12, 160))
     metrics["load_avg_1m_before"] = round(load_before[0], 2)
     metrics["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     config = {

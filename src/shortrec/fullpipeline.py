@@ -14,7 +14,11 @@ Per user, :meth:`FullPipelineRecommender.score` does
    ``RankerConfig.history_len`` training events, served at ``TrainingData.cutoff_us``;
 3. **re-ranking**: MMR or greedy DPP (``RerankConfig``) with the similarity it configures
    (default: tags, topic and creator mixed, ``rerank.rerank_similarity``) and creator/topic caps
-   over the ``rerank_pool`` best-ranked candidates, giving a page of ``RerankConfig.k`` videos.
+   over the ``rerank_pool`` best-ranked candidates, giving a page of ``RerankConfig.k`` videos;
+   with ``RerankConfig.personalise = "calibrated"`` (the default) calibrated re-ranking (Steck,
+   RecSys 2018) to the user's topic distribution (the topics of the training events they did not
+   skip, ``rerank.user_topic_distribution``) chooses the page instead, and each page is ordered
+   by relevance plus the user's topic affinity (``RerankConfig.topic_affinity``).
 
 Scores are ranks: the page's videos get the highest scores in page order, the remaining
 candidates follow in ranker order, everything else is ``-inf``. ``stages`` turns the later
@@ -52,7 +56,7 @@ from shortrec.ranking.blend import blend_with_retrieval
 from shortrec.ranking.model import Ranker
 from shortrec.ranking.predictor import CandidateSet, History, Predictor
 from shortrec.ranking.train import fit_model
-from shortrec.rerank import rerank, rerank_similarity
+from shortrec.rerank import rerank, rerank_similarity, user_topic_distribution
 from shortrec.retrieval.pipeline import MERGED, retrieval_recommenders
 
 NAME = "shortrec"
@@ -93,6 +97,11 @@ class _Catalogue:
     tags: I64
     creator: I64
     topic: I64
+
+    @property
+    def n_topics(self) -> int:
+        """Topics are ``0 .. n_topics - 1`` (at least 1, so an all-unknown catalogue works)."""
+        return max(int(self.topic.max(initial=-1)) + 1, 1)
 
     @staticmethod
     def from_frame(videos: pl.DataFrame, n_items: int, max_tags: int) -> _Catalogue:
@@ -140,11 +149,15 @@ class _Histories:
             for u, region, age, device in data.users.select(cols).iter_rows():
                 self.profiles[int(u)] = (region, age, device)
 
+    def span(self, user: int) -> slice:
+        """The rows of the user's training events (chronological; empty when none)."""
+        lo, hi = np.searchsorted(self.user, [user, user + 1])
+        return slice(int(lo), int(hi))
+
     def last(self, user: int, length: int) -> History:
         """The user's last ``length`` training events as a ranker :class:`History`."""
-        lo, hi = np.searchsorted(self.user, [user, user + 1])
-        lo = max(int(lo), int(hi) - length)
-        sl = slice(lo, int(hi))
+        full = self.span(user)
+        sl = slice(max(full.start, full.stop - length), full.stop)
         return History(
             video_idx=self.video[sl],
             ts_us=self.ts_us[sl],
@@ -309,10 +322,10 @@ class FullPipelineRecommender:
                 out[i, vid] = sc
             return out
         finals = self._ranked(users, cands)
-        for i, ((vid, _), final) in enumerate(zip(cands, finals, strict=True)):
+        for i, (u, (vid, _), final) in enumerate(zip(users.tolist(), cands, finals, strict=True)):
             if vid.size == 0:
                 continue
-            order = self._order(final, vid)
+            order = self._order(final, vid, int(u))
             # ranks as scores: exact in float32 for fewer than 2^24 candidates
             out[i, vid[order]] = np.arange(order.size, 0, -1, dtype=np.float32)
         return out
@@ -361,7 +374,25 @@ class FullPipelineRecommender:
                 memo[u] = np.asarray(sc.final, np.float32)
         return [memo[int(u)] for u in users.tolist()]
 
-    def _order(self, final: F32, vid: I64) -> I64:
+    def _user_topics(self, user: int) -> npt.NDArray[np.float64] | None:
+        """The user's topic distribution for a personalised re-ranker (``None`` when
+        ``RerankConfig.personalise`` is ``"none"``): the topics of every training event the
+        user did not skip, smoothed with ``RerankConfig.topic_prior`` pseudo-events."""
+        cfg = self.config.rerank
+        st = self._state
+        assert st is not None and st.histories is not None and st.catalogue is not None
+        if cfg.personalise == "none":
+            return None
+        sl = st.histories.span(user)
+        topics = st.catalogue.topic[st.histories.video[sl]]
+        engaged = ~st.histories.skipped[sl] & (topics >= 0)
+        if cfg.topic_prior == 0 and not engaged.any():
+            return None  # no evidence and no prior: the unpersonalised re-ranker
+        return user_topic_distribution(
+            topics, st.catalogue.n_topics, weights=engaged.astype(np.float64), prior=cfg.topic_prior
+        )
+
+    def _order(self, final: F32, vid: I64, user: int) -> I64:
         """Candidate positions in served order: the re-ranked page, then ranker order."""
         # candidates come best-first by fused retrieval score
         rel_all = blend_with_retrieval(final, self.config.retrieval_blend)
@@ -380,7 +411,7 @@ class FullPipelineRecommender:
         cfg = self.config.rerank
         creator, topic = cat.creator[pv], cat.topic[pv]
         sim = rerank_similarity(cfg, cat.tags[pv], creator, topic)
-        page = pool[rerank(rel, sim, cfg, creator, topic)]
+        page = pool[rerank(rel, sim, cfg, creator, topic, user_topics=self._user_topics(user))]
         rest = by_rank[~np.isin(by_rank, page)]
         return np.concatenate([page, rest]).astype(np.int64)
 

@@ -105,12 +105,18 @@ def test_stages_share_fits_and_differ_only_in_order(temporal: EvalTask) -> None:
     retr = FullPipelineRecommender(variant(CONFIG, stages="retrieval"), 1, "q", cache).fit(
         temporal.train
     )
+    relevance_only = {"trade_off": 1.0, "max_per_creator": None, "max_per_topic": None}
     soft = FullPipelineRecommender(
+        variant(CONFIG, rerank_cfg={**relevance_only, "personalise": "none"}), 1, "s", cache
+    ).fit(temporal.train)
+    # calibrated re-ranking at trade-off 1 without the topic-affinity order: relevance too
+    calm = FullPipelineRecommender(
         variant(
-            CONFIG, rerank_cfg={"trade_off": 1.0, "max_per_creator": None, "max_per_topic": None}
+            CONFIG,
+            rerank_cfg={**relevance_only, "calibration_trade_off": 1.0, "topic_affinity": 0.0},
         ),
         1,
-        "s",
+        "c",
         cache,
     ).fit(temporal.train)
     # one retrieval and one ranker training for all four
@@ -123,6 +129,7 @@ def test_stages_share_fits_and_differ_only_in_order(temporal: EvalTask) -> None:
     np.testing.assert_array_equal(np.isfinite(b), np.isfinite(c))
     # DPP at trade-off 1 without caps is pure relevance order: identical to the ranker stage
     np.testing.assert_array_equal(d, b)
+    np.testing.assert_array_equal(calm.score(users), b)
     assert not np.array_equal(a, b)  # re-ranking changes some page
     # retrieval stage: the fused scores are positive and their order is the candidates' order
     assert (c[np.isfinite(c)] > 0).all()
@@ -153,6 +160,30 @@ def test_loo_training_data_is_what_the_pipeline_learns(frames: Frames) -> None:
     for r in range(30):
         row_seen = seen.indices[seen.indptr[r] : seen.indptr[r + 1]]
         assert np.all(np.isneginf(scores[r, row_seen]))
+
+
+def test_pages_follow_the_users_history_topics(
+    fitted: FullPipelineRecommender, temporal: EvalTask
+) -> None:
+    # the default calibrates each page to the user's (non-skipped) history topics
+    assert fitted.config.rerank.personalise == "calibrated"
+    users = temporal.users[:40]
+    plain = FullPipelineRecommender(
+        variant(CONFIG, rerank_cfg={"personalise": "none"}), seed=3, cache=fitted.cache
+    ).fit(temporal.train)
+    a, b = fitted.score(users), plain.score(users)
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))  # same candidates
+    assert not np.array_equal(a, b)
+    hist = temporal.train.interactions
+    topic = temporal.train.videos.sort(S.VIDEO_IDX).get_column(S.CATEGORY).cast(pl.Int64).to_numpy()
+    u = int(users[0])
+    p = fitted._user_topics(u)
+    assert p is not None and p.shape == (int(topic.max()) + 1,)
+    np.testing.assert_allclose(p.sum(), 1.0)
+    rows = hist.filter((pl.col(S.USER_IDX) == u) & ~pl.col(S.SKIPPED).fill_null(False))
+    counts = np.bincount(topic[rows.get_column(S.VIDEO_IDX).to_numpy()], minlength=p.shape[0])
+    prior = CONFIG.rerank.topic_prior
+    np.testing.assert_allclose(p, (counts + prior / p.shape[0]) / (counts.sum() + prior))
 
 
 def test_score_before_fit_and_bad_variants_raise() -> None:

@@ -1,4 +1,5 @@
-"""Diversity re-ranking: MMR, greedy DPP MAP inference, creator/topic caps (pure numpy).
+"""Diversity re-ranking: MMR, greedy DPP MAP inference, calibrated re-ranking to the user's
+topics, creator/topic caps (pure numpy).
 
 All selectors take the ranked candidates' relevance ``r`` (n,), a similarity matrix ``sim``
 (n, n) with values in [0, 1] and ``sim_ii = 1``, and return the indices of the chosen ``k``
@@ -15,6 +16,11 @@ yet reached their per-page limit, counting what the session already served (look
   (section 4), with ``r`` min-max scaled to [0, 1]; each step adds the item with the largest
   marginal gain in ``log det L_P``, maintained by an incremental Cholesky factor in O(n k)
   per step (O(n k^2) in all).
+* Calibrated re-ranking (Steck, "Calibrated Recommendations", RecSys 2018): pick greedily
+  ``argmax trade_off r_i - (1 - trade_off) KL(p || q~(P + i))``, ``p`` the user's topic
+  distribution (:func:`user_topic_distribution`), ``q~`` the page's, mixed with ``alpha p``.
+  Diversity is spent where the user's history has it: a one-topic user keeps a one-topic page,
+  a three-topic user gets the three. :func:`rerank` uses it when the caller passes ``p``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ import numpy as np
 import numpy.typing as npt
 
 from shortrec.config import RerankConfig
+from shortrec.rerank.kernels import (
+    calibrated_kernel,
+    content_similarity_kernel,
+    dpp_greedy_kernel,
+    tag_jaccard_kernel,
+)
 from shortrec.schema import BadInput
 
 F64 = npt.NDArray[np.float64]
@@ -47,35 +59,14 @@ def tag_jaccard(tags: npt.NDArray[np.integer]) -> F64:
 
     A repeated tag counts once; the diagonal is 1 (an item is identical to itself, tagged or
     not), two untagged items have similarity 0. Positive semi-definite (the Tanimoto kernel on
-    binary vectors; Gower 1971). The intersections are counted from the pairs of items sharing
-    each tag, O(n T log(n T) + sum_tag m_tag^2 + n^2) for ``m_tag`` items carrying a tag: no
-    dense matrix product, whose BLAS threads make the request path's latency erratic on a busy
-    machine.
+    binary vectors; Gower 1971). Compiled (``kernels.tag_jaccard_kernel``): a merge walk of
+    the two sorted tag sets per pair, O(n^2 T), no dense matrix product (whose BLAS threads
+    make the request path's latency erratic on a busy machine) and no per-call NumPy overhead.
     """
     t = np.asarray(tags)
     if t.ndim != 2:
         raise RerankInputError(f"tags: expected shape (n, T), got {t.shape}")
-    n = t.shape[0]
-    srt = np.sort(t, axis=1)  # (n, T) repeats side by side, padding first
-    keep = srt >= 0
-    keep[:, 1:] &= srt[:, 1:] != srt[:, :-1]  # a repeated tag counts once
-    cnt = keep.sum(axis=1)  # (n,) distinct tags
-    order = np.argsort(srt[keep], kind="stable")
-    item = np.repeat(np.arange(n), cnt)[order]  # (E,) one entry per (item, tag), by tag
-    tag = srt[keep][order]  # (E,)
-    # entries with equal tags form runs: pair every entry with each entry of its run
-    start = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1]])  # (G,) run starts
-    size = np.diff(np.r_[start, tag.shape[0]])  # (G,)
-    run = np.repeat(np.arange(start.shape[0]), size)  # (E,) run of each entry
-    m = size[run]  # (E,)
-    left = np.repeat(np.arange(tag.shape[0]), m)  # (P,) P = sum of squared run sizes
-    right = start[run[left]] + np.arange(left.shape[0]) - np.repeat(np.cumsum(m) - m, m)
-    pairs = item[left] * n + item[right]  # (P,) flat (i, j)
-    inter = np.bincount(pairs, minlength=n * n).reshape(n, n).astype(np.float64)
-    union = (cnt[:, None] + cnt[None, :]).astype(np.float64) - inter
-    sim: F64 = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.fill_diagonal(sim, 1.0)
-    return sim
+    return tag_jaccard_kernel(np.ascontiguousarray(t, np.int64))
 
 
 def same_group(groups: npt.NDArray[np.integer]) -> F64:
@@ -123,15 +114,18 @@ def content_similarity(
     for name, arr in (("creators", creators), ("topics", topics)):
         if np.shape(arr) != (n,):
             raise RerankInputError(f"{name}: shape {np.shape(arr)}, expected ({n},)")
-    # in place, adding the indicators' weights under boolean masks: no (n, n) float
-    # temporaries, which matter at n = 200 on the request path
-    sim = tag_jaccard(tags) if w["tag"] > 0 else np.zeros((n, n))
-    sim *= w["tag"] / total
-    for part, groups in (("topic", topics), ("creator", creators)):
-        if w[part] > 0:
-            np.add(sim, w[part] / total, out=sim, where=_same_mask(groups))
-    np.fill_diagonal(sim, 1.0)  # exactly 1 despite rounding in the weights
-    return sim
+    t = np.asarray(tags)
+    if t.ndim != 2:
+        raise RerankInputError(f"tags: expected shape (n, T), got {t.shape}")
+    # compiled: one pass over the pairs, the terms added in the order of the formula
+    return content_similarity_kernel(
+        np.ascontiguousarray(t, np.int64),
+        np.ascontiguousarray(creators, np.int64),
+        np.ascontiguousarray(topics, np.int64),
+        w["tag"] / total,
+        w["topic"] / total,
+        w["creator"] / total,
+    )
 
 
 def rerank_similarity(
@@ -231,6 +225,24 @@ class Caps:
             self.topic_count[t] += 1
             self._block(self.topics, t, self.topic_count[t], self.max_per_topic)
 
+    def arrays(self) -> tuple[I64, I64, int, I64, I64, int]:
+        """The caps as the compiled selectors take them: per kind (creator, then topic) each
+        item's group (``-1``: unknown, never capped), the groups' counts so far (a fresh array
+        the selector updates) and the cap (``-1``: none)."""
+        out: list[I64 | int] = []
+        for arr, cap, count in (
+            (self.creators, self.max_per_creator, self.creator_count),
+            (self.topics, self.max_per_topic, self.topic_count),
+        ):
+            known = arr >= 0
+            keys, inv = np.unique(arr[known], return_inverse=True)
+            group = np.full(arr.shape[0], -1, np.int64)
+            group[known] = inv
+            out += [group, np.array([count.get(int(k), 0) for k in keys], np.int64)]
+            out.append(-1 if cap is None else int(cap))
+        cg, cc, ccap, tg, tc, tcap = out
+        return cg, cc, ccap, tg, tc, tcap  # type: ignore[return-value]
+
     def _block(self, arr: I64, key: int, count: int, cap: int | None) -> None:
         # counts only grow: a key is blocked from the moment its count reaches the cap
         if self._ok is not None and cap is not None and count >= cap:
@@ -314,45 +326,118 @@ def dpp_greedy(
     """
     r, s, k = _check(relevance, sim, k)
     n = r.shape[0]
-    out = np.empty(k, np.int64)
-    avail = np.ones(n, bool)  # (n,) not picked yet
-    if trade_off >= 1.0 or n == 0:
-        return _fill(avail, out, 0, caps, r)
-    span = r.max() - r.min()
-    rn = (r - r.min()) / span if span > 0 else np.zeros(n)
-    alpha = trade_off / (2.0 * (1.0 - trade_off))
-    q = np.exp(alpha * rn)  # (n,) quality
-    kernel = q[:, None] * s * q[None, :]  # (n, n) L = diag(q) S diag(q)
-    d2 = np.diag(kernel).copy()  # (n,) marginal gains d_i^2 (-inf once picked)
-    cis = np.zeros((k, n))  # incremental Cholesky rows
-    log_d2 = np.empty(n)
-    # score of an item without gain: below every gain while available, -inf once picked
-    floor = np.full(n, -1e300)
-    for step in range(k):
-        # gain log d_i^2 where d_i^2 > epsilon; picked items never have one (d2 = -inf)
-        np.log(np.maximum(d2, epsilon, out=log_d2), out=log_d2)
-        has_gain = (d2 > epsilon) & np.isfinite(log_d2)  # (n,)
-        if not has_gain.any():
-            return _fill(avail, out, step, caps, r)
-        gain = np.where(has_gain, log_d2, floor)
-        if caps is not None:
-            # capped-out items must not be picked while an allowed item is available
-            ok = caps.allowed() & avail
-            if ok.any():
-                gain = np.where(ok, gain, -np.inf)
-        j = int(np.argmax(gain))
-        out[step] = j
-        avail[j] = False
-        floor[j] = -np.inf
-        if caps is not None:
-            caps.add(j)
-        if d2[j] > epsilon:
-            e = (kernel[j] - cis[:step, j] @ cis[:step]) / np.sqrt(d2[j])  # (n,)
-            cis[step] = e
-            d2 -= e * e
-        # else: chosen for the caps without gain; it leaves the Cholesky factor unchanged
-        d2[j] = -np.inf
-    return out
+    kernel = np.zeros((n, n))
+    greedy = trade_off < 1.0 and n > 0
+    if greedy:
+        span = r.max() - r.min()
+        rn = (r - r.min()) / span if span > 0 else np.zeros(n)
+        alpha = trade_off / (2.0 * (1.0 - trade_off))
+        q = np.exp(alpha * rn)  # (n,) quality
+        kernel = q[:, None] * s * q[None, :]  # (n, n) L = diag(q) S diag(q)
+    # the greedy loop compiled (kernels.dpp_greedy_kernel): k steps of O(n k) each
+    return dpp_greedy_kernel(kernel, r, k, epsilon, greedy, *_cap_arrays(caps, n))
+
+
+def _cap_arrays(caps: Caps | None, n: int) -> tuple[I64, I64, int, I64, I64, int]:
+    """``caps.arrays()``, or no caps for ``n`` items."""
+    if caps is not None:
+        return caps.arrays()
+    none = np.full(n, -1, np.int64)
+    return none, np.zeros(0, np.int64), -1, none, np.zeros(0, np.int64), -1
+
+
+def calibrated(
+    relevance: npt.NDArray[np.floating],
+    topics: npt.NDArray[np.integer],
+    user_topics: npt.NDArray[np.floating],
+    k: int,
+    trade_off: float,
+    alpha: float = 0.01,
+    caps: Caps | None = None,
+) -> I64:
+    """Calibrated re-ranking (Steck, "Calibrated Recommendations", RecSys 2018): ``k`` indices.
+
+    Greedily maximises ``trade_off * sum_{i in P} r_i - (1 - trade_off) * KL(p || q~(P))``
+    over the page ``P``, one item at a time (the paper's greedy maximisation),
+    where ``p`` (T,) is the user's topic distribution (``user_topics``, e.g. from
+    :func:`user_topic_distribution`; any non-negative weights, normalised here),
+    ``q(P)_t = |{i in P: topics_i = t}| / |P|`` the page's, and ``q~ = (1 - alpha) q + alpha p``
+    keeps the divergence finite (Steck's ``alpha``, 0.01 there). The page thus shows the
+    user's topics in about the proportions of their history: a user with one topic gets a
+    page of that topic, one with three topics a page of the three. ``trade_off`` = 1 is the
+    relevance order; an item of unknown topic (``-1``) counts in ``|P|`` but in no topic.
+    ``relevance`` (n,), ``topics`` (n,) with values in ``[-1, T)``.
+    """
+    r, t, p = _check_calibration(relevance, topics, user_topics, alpha)
+    if k < 0:
+        raise RerankInputError(f"k: must be >= 0, got {k}")
+    n = r.shape[0]
+    # compiled (kernels.calibrated_kernel): per step each topic's KL term with and without the
+    # new item, then every item's gain from its topic's two terms, O(k (n + T))
+    return calibrated_kernel(r, t, p, min(k, n), trade_off, alpha, *_cap_arrays(caps, n))
+
+
+def _check_calibration(
+    relevance: npt.NDArray[np.floating],
+    topics: npt.NDArray[np.integer],
+    user_topics: npt.NDArray[np.floating],
+    alpha: float,
+) -> tuple[F64, I64, F64]:
+    """Validated (relevance, topics, normalised user topic distribution); names the field."""
+    r = np.asarray(relevance, np.float64)
+    if r.ndim != 1:
+        raise RerankInputError(f"relevance: expected shape (n,), got {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise RerankInputError("relevance: non-finite values")
+    t = np.asarray(topics)
+    if t.shape != r.shape or not np.issubdtype(t.dtype, np.integer):
+        raise RerankInputError(f"topics: expected integer shape {r.shape}, got {t.dtype} {t.shape}")
+    p = np.asarray(user_topics, np.float64)
+    if p.ndim != 1 or p.shape[0] == 0:
+        raise RerankInputError(f"user_topics: expected shape (T,) with T >= 1, got {p.shape}")
+    if not np.all(np.isfinite(p)) or (p < 0).any() or not p.sum() > 0:
+        raise RerankInputError("user_topics: expected finite weights >= 0 with a positive sum")
+    if t.size and (t.min() < -1 or t.max() >= p.shape[0]):
+        raise RerankInputError(
+            f"topics: values must lie in [-1, {p.shape[0]}) (the length of user_topics)"
+        )
+    if not 0.0 < alpha <= 1.0:
+        raise RerankInputError(f"alpha: must lie in (0, 1], got {alpha}")
+    return r, t.astype(np.int64), p / p.sum()
+
+
+def user_topic_distribution(
+    topics: npt.NDArray[np.integer],
+    n_topics: int,
+    weights: npt.NDArray[np.floating] | None = None,
+    prior: float = 1.0,
+) -> F64:
+    """A user's topic distribution (n_topics,) from the topics of their history's videos.
+
+    ``topics`` (m,) of the history (``-1``: unknown, ignored), ``weights`` (m,) >= 0 per event
+    (default 1; e.g. 1 for an engaged view and 0 for a skip), ``prior`` pseudo-events spread
+    evenly over the topics (additive smoothing): ``p_t = (c_t + prior / T) / (sum c + prior)``.
+    An empty history gives the uniform distribution (``prior`` > 0) or raises.
+    """
+    t = np.asarray(topics)
+    if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
+        raise RerankInputError(f"topics: expected an integer array (m,), got {t.dtype} {t.shape}")
+    if n_topics < 1:
+        raise RerankInputError(f"n_topics: must be >= 1, got {n_topics}")
+    if t.size and t.max() >= n_topics:
+        raise RerankInputError(f"topics: values must be < n_topics = {n_topics}")
+    w = np.ones(t.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != t.shape or not np.all(np.isfinite(w)) or (w < 0).any():
+        raise RerankInputError(f"weights: expected finite values >= 0 of shape {t.shape}")
+    if not 0.0 <= prior < np.inf:
+        raise RerankInputError(f"prior: must be finite and >= 0, got {prior}")
+    ok = t >= 0
+    count = np.bincount(t[ok], weights=w[ok], minlength=n_topics)  # (T,)
+    total = count.sum() + prior
+    if not total > 0:
+        raise RerankInputError("topics: no weighted history and prior 0: no distribution")
+    p: F64 = (count + prior / n_topics) / total
+    return p
 
 
 def _fill(avail: npt.NDArray[np.bool_], out: I64, start: int, caps: Caps | None, r: F64) -> I64:
@@ -375,12 +460,32 @@ def rerank(
     topics: npt.NDArray[np.integer] | None = None,
     served_creators: Sequence[int] = (),
     served_topics: Sequence[int] = (),
+    user_topics: npt.NDArray[np.floating] | None = None,
 ) -> I64:
     """Re-rank candidates with ``config.method`` and caps; returns ``config.k`` indices in
-    ``config.page_order``."""
+    ``config.page_order``.
+
+    ``user_topics`` (T,): the user's topic distribution (:func:`user_topic_distribution`).
+    When it is given, ``config.personalise`` is ``"calibrated"`` and ``config.method`` is not
+    ``"none"``, :func:`calibrated` chooses the page instead of ``config.method`` (``topics``
+    then required, values in ``[-1, T)``) and the ``"relevance"`` page order sorts by
+    ``r_i + config.topic_affinity * log p(topic_i)`` (unknown topic: ``log(1 / T)``): the
+    user's topics rank first within each page. Without it the result is what it always was.
+    ``relevance`` is assumed min-max scaled per request (the trade-offs are in its units).
+    """
     n = int(np.asarray(relevance).shape[0])
     caps = Caps.build(creators, topics, n, config, served_creators, served_topics)
-    if config.method == "mmr":
+    order_key = np.asarray(relevance, np.float64)
+    if user_topics is not None and personalised(config):
+        if topics is None:
+            raise RerankInputError("topics: required with user_topics")
+        r, t, p = _check_calibration(relevance, topics, user_topics, config.calibration_alpha)
+        page = calibrated(
+            r, t, p, config.k, config.calibration_trade_off, config.calibration_alpha, caps
+        )
+        if config.topic_affinity > 0:
+            order_key = r + config.topic_affinity * topic_log_affinity(t, p)
+    elif config.method == "mmr":
         page = mmr(relevance, sim, config.k, config.trade_off, caps)
     elif config.method == "dpp":
         page = dpp_greedy(relevance, sim, config.k, config.trade_off, config.dpp_epsilon, caps)
@@ -388,8 +493,26 @@ def rerank(
         r, _, k = _check(relevance, sim, config.k)
         page = _fill(np.ones(n, bool), np.empty(k, np.int64), 0, caps, r)
     if config.page_order == "relevance":
-        r = np.asarray(relevance, np.float64)
         for s in range(0, page.shape[0], config.page_size):
             block = page[s : s + config.page_size]  # a view: sorted in place
-            block[:] = block[np.argsort(-r[block], kind="stable")]  # ties keep pick order
+            block[:] = block[np.argsort(-order_key[block], kind="stable")]  # ties: pick order
     return page
+
+
+def personalised(config: RerankConfig) -> bool:
+    """Whether :func:`rerank` personalises (calibration, personal page order) when given the
+    user's topic distribution; it then never reads ``sim``, so callers may skip building it
+    (pass an empty (0, 0) array)."""
+    return config.personalise == "calibrated" and config.method != "none"
+
+
+def topic_log_affinity(topics: I64, user_topics: F64) -> F64:
+    """``log p(topic_i)`` per candidate (n,) for a distribution ``user_topics`` (T,) with
+    positive entries where candidates have a topic; ``log(1 / T)`` (no evidence) for unknown
+    (``-1``). Inputs as validated by :func:`calibrated`."""
+    t = np.asarray(topics, np.int64)
+    p = np.asarray(user_topics, np.float64)
+    known = t >= 0
+    pt = np.where(known, p[np.where(known, t, 0)], 1.0 / p.shape[0])  # (n,)
+    out: F64 = np.log(np.maximum(pt, np.finfo(np.float64).tiny))  # p = 0: very negative
+    return out

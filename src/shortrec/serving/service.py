@@ -19,6 +19,11 @@
 durable queue), applies it at once so the very next feed sees it (idempotent per user and
 ``event_id``), and a background drainer applies whatever is queued but not yet applied.
 The A/B simulator and the demo call these methods in process, without HTTP.
+
+The feed pipeline is one generator (``_feed_steps``) that yields where it waits for the
+ranker's model call (the batcher's thread): :meth:`FeedService.feed` drives it blocking,
+:meth:`FeedService.feed_async` (the HTTP app) on the event loop, so the loop runs the Python
+work and only the model call leaves it.
 """
 
 from __future__ import annotations
@@ -54,7 +59,13 @@ from shortrec.monitoring.drift import (
 )
 from shortrec.ranking.blend import blend_with_retrieval
 from shortrec.ranking.predictor import CandidateSet, History, Scores
-from shortrec.rerank import rerank, rerank_similarity, tag_jaccard
+from shortrec.rerank import (
+    personalised,
+    rerank,
+    rerank_similarity,
+    tag_jaccard,
+    user_topic_distribution,
+)
 from shortrec.retrieval.merge import merge
 from shortrec.retrieval.types import Candidates, MergedCandidates, RetrievalRequest
 from shortrec.serving.api import EventIn, VideoIn
@@ -319,6 +330,7 @@ class FeedService:
         )
         self._lists = TTLCache("shared_lists", metrics)
         self._cold = TTLCache("cold_page", metrics)
+        self._rerank_cfgs: dict[tuple[Any, ...], tuple[RerankConfig, RerankConfig]] = {}
         self._recent_events: collections.OrderedDict[tuple[str, int], None] = (
             collections.OrderedDict()
         )
@@ -1095,13 +1107,7 @@ class FeedService:
         ov: ArmOverrides,
     ) -> npt.NDArray[np.int64]:
         pool = np.argsort(-score, kind="stable")[: max(self.config.rerank_pool, n)]
-        base: RerankConfig = self.config.rerank
-        upd: dict[str, Any] = {"k": min(n, pool.shape[0])}
-        if ov.reranker is not None:
-            upd["method"] = ov.reranker
-        if ov.diversity_trade_off is not None:
-            upd["trade_off"] = ov.diversity_trade_off
-        rcfg = base.model_copy(update=upd)
+        rcfg = self._rerank_config(min(n, pool.shape[0]), ov.reranker, ov.diversity_trade_off)
         served_c: list[int] = []
         served_t: list[int] = []
         if ctx is not None and ctx.session.recent_video_idx.shape[0]:
@@ -1111,10 +1117,57 @@ class FeedService:
         span = rel.max() - rel.min()
         rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
         creator, topic = meta.creator[pool], meta.category[pool]
-        sim = rerank_similarity(rcfg, meta.tags[pool], creator, topic)
-        picked = rerank(rel, sim, rcfg, creator, topic, served_c, served_t)
+        p = self._user_topics(ctx, cat, rcfg)
+        if p is not None:  # calibration: topics the catalogue does not know count as unknown
+            topic = np.where(topic < p.shape[0], topic, -1)
+            sim = np.zeros((0, 0))  # not read by the personalised re-ranker
+        else:
+            sim = rerank_similarity(rcfg, meta.tags[pool], creator, topic)
+        picked = rerank(rel, sim, rcfg, creator, topic, served_c, served_t, user_topics=p)
         out: npt.NDArray[np.int64] = pool[np.asarray(picked, np.int64)]
         return out
+
+    @staticmethod
+    def _user_topics(
+        ctx: RequestContext | None, cat: Any, rcfg: RerankConfig
+    ) -> npt.NDArray[np.float64] | None:
+        """The user's topic distribution for the personalised re-ranker, as offline
+        (``fullpipeline``): the topics of the history's views that were not skipped, smoothed
+        with ``topic_prior`` pseudo-events; online the history is the store's capped one.
+        None without a store context (degraded) or when the config does not personalise."""
+        if ctx is None or not personalised(rcfg):
+            return None
+        n_topics = cat.n_categories
+        topics = cat.meta(ctx.history).category  # (h,) -1 unknown
+        topics = np.where(topics < n_topics, topics, -1)
+        engaged = ~np.asarray(ctx.skipped, bool) & (topics >= 0)
+        if rcfg.topic_prior == 0 and not engaged.any():
+            return None  # no evidence and no prior: the unpersonalised re-ranker
+        return user_topic_distribution(
+            topics, n_topics, weights=engaged.astype(np.float64), prior=rcfg.topic_prior
+        )
+
+    def _rerank_config(self, k: int, method: str | None, trade_off: float | None) -> RerankConfig:
+        """The re-rank config of a page of ``k`` with an arm's overrides (memoised: a pydantic
+        copy per request costs more than the page's similarity)."""
+        base = self.config.rerank
+        key = (k, method, trade_off)
+        got = self._rerank_cfgs.get(key)
+        if got is not None and got[0] is base:  # (a config replaced since is recomputed)
+            return got[1]
+        upd: dict[str, Any] = {"k": k}
+        # an arm that sets the selector or its diversity trade-off runs that selector
+        # (MMR / DPP), unpersonalised: the knobs keep the meaning they always had
+        if method is not None:
+            upd["method"] = method
+            upd["personalise"] = "none"
+        if trade_off is not None:
+            upd["trade_off"] = trade_off
+            upd["personalise"] = "none"
+        cfg = base.model_copy(update=upd)
+        if len(self._rerank_cfgs) < 256:  # arms and page sizes are few
+            self._rerank_cfgs[key] = (base, cfg)
+        return cfg
 
     def _observe_page(self, r: FeedResult, bundle: Bundle) -> None:
         m = self.metrics

@@ -59,6 +59,8 @@ class Catalogue:
         self.max_tags = int(vt.tags.shape[1])
         self._creator = vt.creator.astype(np.int64)
         self._category = vt.category.astype(np.int64)
+        #: categories (topics) of the bundle are ``0 .. n_categories - 1`` (at least 1)
+        self.n_categories = max(int(self._category.max(initial=-1)) + 1, 1)
         self._tags = vt.tags.astype(np.int64) - 1  # back to tag_idx, -1 padding
         edges = np.asarray(predictor.config.duration_edges_s, np.float64)
         upper = np.concatenate([[np.nan], edges, [edges[-1] * 2 if edges.size else np.nan]])
