@@ -38,29 +38,38 @@ def _distinct_sorted(tags: I64) -> tuple[I64, I64]:
 @numba.njit(cache=True, nogil=True)
 def tag_jaccard_kernel(tags: I64) -> F64:
     """Jaccard similarity of tag sets, ``tags`` (n, T) int64 with ``-1`` padding -> (n, n):
-    a repeated tag counts once, two untagged items have 0, the diagonal is 1."""
+    a repeated tag counts once, two untagged items have 0, the diagonal is 1. Intersections
+    are counted per tag over the items carrying it (O(n T log(n T) + sum_tag m_tag^2 + n^2)
+    for ``m_tag`` items with a tag), then divided by the unions."""
     n = tags.shape[0]
     vals, cnt = _distinct_sorted(tags)
-    sim = np.zeros((n, n))
+    e = int(cnt.sum())
+    tag_of = np.empty(e, np.int64)
+    item_of = np.empty(e, np.int64)
+    x = 0
     for i in range(n):
-        sim[i, i] = 1.0
-        for j in range(i + 1, n):
-            a, b, inter = 0, 0, 0
-            while a < cnt[i] and b < cnt[j]:  # both sorted: one merge walk
-                if vals[i, a] == vals[j, b]:
-                    inter += 1
-                    a += 1
-                    b += 1
-                elif vals[i, a] < vals[j, b]:
-                    a += 1
-                else:
-                    b += 1
-            union = cnt[i] + cnt[j] - inter
-            if union > 0:
-                v = float(inter) / float(union)
-                sim[i, j] = v
-                sim[j, i] = v
-    return sim
+        for a in range(cnt[i]):
+            tag_of[x] = vals[i, a]
+            item_of[x] = i
+            x += 1
+    order = np.argsort(tag_of)
+    inter = np.zeros((n, n))
+    start = 0
+    while start < e:  # each run of one tag: every ordered pair of its items shares it
+        stop = start + 1
+        while stop < e and tag_of[order[stop]] == tag_of[order[start]]:
+            stop += 1
+        for a in range(start, stop):
+            for b in range(start, stop):
+                if a != b:
+                    inter[item_of[order[a]], item_of[order[b]]] += 1.0
+        start = stop
+    for i in range(n):
+        for j in range(n):
+            union = cnt[i] + cnt[j] - inter[i, j]
+            inter[i, j] = inter[i, j] / union if union > 0 else 0.0
+        inter[i, i] = 1.0
+    return inter
 
 
 @numba.njit(cache=True, nogil=True)
