@@ -175,9 +175,22 @@ def _service(
 ) -> Iterator[tuple[str, int]]:
     from shortrec.config import ServingConfig
 
-    port = _free_port()
     cfg = ServingConfig(rank_batching=batching, workers=workers, **overrides)
-    env = {**os.environ, "SHORTREC_SERVING_CONFIG": cfg.model_dump_json()}
+    with serve_process(art, redis_url, workers, cfg.model_dump_json()) as got:
+        yield got
+
+
+@contextlib.contextmanager
+def serve_process(
+    art: Path, redis_url: str, workers: int, config_json: str, src: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """``serve`` in a child process with ``config_json`` as its settings (from ``src``, a
+    checkout's ``src/`` directory, instead of the installed package when given), ready and
+    with every worker's caches warm: yields ``(url, pid)``; stopped on exit."""
+    port = _free_port()
+    env = {**os.environ, "SHORTREC_SERVING_CONFIG": config_json}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     code = (
         "from pathlib import Path; from shortrec.serving.app import serve; "
         f"serve(Path({str(art)!r}), {redis_url!r}, '127.0.0.1', {port}, {workers})"
@@ -185,13 +198,13 @@ def _service(
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("service did not become ready")
+                raise RuntimeError(f"service did not become ready ({src or 'installed'})")
             time.sleep(0.2)
         with httpx.Client(base_url=url, timeout=10) as c:  # warm every worker's caches
             for i in range(200):

@@ -16,20 +16,16 @@ feed requests/s, p99 and the CPU the workers spent per request. Writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from bench.bench_serving import _WRK_FEED, _bundle, _free_port, _redis, _tree_cpu_s, _wrk
+from bench.bench_serving import _WRK_FEED, _bundle, _redis, _tree_cpu_s, _wrk, serve_process
 from bench.common import work_dir, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,38 +70,6 @@ def _config_json(src: Path) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-@contextlib.contextmanager
-def _server(src: Path, config: str, art: Path, redis_url: str) -> Iterator[tuple[str, int]]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(src), "SHORTREC_SERVING_CONFIG": config}
-    code = (
-        "from pathlib import Path; from shortrec.serving.app import serve; "
-        f"serve(Path({str(art)!r}), {redis_url!r}, '127.0.0.1', {port}, 2)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the service from {src} did not become ready")
-            time.sleep(0.2)
-        with httpx.Client(base_url=url, timeout=10) as c:  # warm every worker's caches
-            for i in range(200):
-                c.get("/v1/feed", params={"user_id": f"u{i % 50}", "session_id": 1, "n": 10})
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -143,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for r in range(args.rounds):
             for name, src in versions.items():
-                with _server(src, configs[name], art, redis_url) as (url, pid):
+                with serve_process(art, redis_url, 2, configs[name], src) as (url, pid):
                     cpu0 = _tree_cpu_s(pid)
                     w = _wrk(url, "/v1/feed", _WRK_FEED % fmt, args.duration, 32)
                     cpu = (_tree_cpu_s(pid) - cpu0) / max(w["requests"], 1) * 1e3

@@ -133,8 +133,9 @@ def test_retrieval_blend_moves_the_page_between_ranker_and_merge_order(
     assert pages[0.0] != pages[1.0]  # the two orders differ on this user
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["blocking", "event-loop"])
 def test_ranking_deadline_falls_back(
-    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
+    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch, on_loop: bool
 ) -> None:
     svc = _service(bundle, tiny_bundle.now_us)
     svc.config = svc.config.model_copy(update={"deadline_ranking_ms": 20.0})
@@ -144,12 +145,19 @@ def test_ranking_deadline_falls_back(
         time.sleep(0.3)
         return real(*a, **k)
 
+    def feed(n: int) -> Any:  # the blocking path, or the HTTP app's (on an event loop)
+        if on_loop:
+            return asyncio.run(svc.feed_async("u-slow", 1, n))
+        return svc.feed("u-slow", 1, n)
+
     monkeypatch.setattr(bundle.predictor, "score_batch", slow)
     t0 = time.perf_counter()
-    r = svc.feed("u-slow", 1, 10)
+    r = feed(10)
     assert time.perf_counter() - t0 < 0.28  # did not wait for the model
     assert len(r.items) == 10 and "ranking_timeout" in r.fallbacks
     assert _value(svc, "shortrec_fallbacks_total", {"reason": "ranking_timeout"}) == 1
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        feed(101)
     svc.close()
 
 
@@ -190,27 +198,6 @@ def test_feed_async_serves_the_same_page_with_the_model_call_off_the_loop(
         (it.video_idx, it.score) for it in want.items
     ]
     assert ticks >= 5  # ~20 ticks fit in the 0.2 s model call: it did not block the loop
-
-
-def test_feed_async_deadline_falls_back(
-    bundle: Bundle, tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    svc = _service(bundle, tiny_bundle.now_us)
-    svc.config = svc.config.model_copy(update={"deadline_ranking_ms": 20.0})
-    real = bundle.predictor.score_batch
-
-    def slow(*a: Any, **k: Any) -> Any:
-        time.sleep(0.3)
-        return real(*a, **k)
-
-    monkeypatch.setattr(bundle.predictor, "score_batch", slow)
-    t0 = time.perf_counter()
-    r = asyncio.run(svc.feed_async("u-slow-async", 1, 10))
-    assert time.perf_counter() - t0 < 0.28  # did not wait for the model
-    assert len(r.items) == 10 and "ranking_timeout" in r.fallbacks
-    with pytest.raises(ValueError, match=r"1\.\.100"):
-        asyncio.run(svc.feed_async("u-slow-async", 1, 101))
-    svc.close()
 
 
 def test_source_error_skips_that_source(

@@ -152,10 +152,7 @@ def dpp_greedy_kernel(
             any_gain |= avail[i] and d2[i] > epsilon and np.isfinite(gain[i])
         if not any_gain:
             break
-        j = _pick_best(gain, avail, cg, c_count, c_cap, tg, t_count, t_cap)
-        out[step] = j
-        avail[j] = False
-        _take(j, cg, c_count, tg, t_count)
+        j = _pick(gain, avail, out, step, cg, c_count, c_cap, tg, t_count, t_cap)
         if d2[j] > epsilon:  # one more row of the incremental Cholesky factor
             norm = np.sqrt(d2[j])
             for c in range(n):
@@ -168,18 +165,17 @@ def dpp_greedy_kernel(
         d2[j] = -np.inf
         step += 1
     while step < k:  # relevance order, honouring the caps where possible
-        j = _pick_best(relevance, avail, cg, c_count, c_cap, tg, t_count, t_cap)
-        out[step] = j
-        avail[j] = False
-        _take(j, cg, c_count, tg, t_count)
+        _pick(relevance, avail, out, step, cg, c_count, c_cap, tg, t_count, t_cap)
         step += 1
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _pick_best(
+def _pick(
     gain: F64,
     avail: npt.NDArray[np.bool_],
+    out: I64,
+    step: int,
     cg: I64,
     c_count: I64,
     c_cap: int,
@@ -187,8 +183,9 @@ def _pick_best(
     t_count: I64,
     t_cap: int,
 ) -> int:
-    """The available item of largest ``gain`` (first index among equals) among those that
-    keep the caps, or among all available ones when none does (caps are best-effort)."""
+    """Pick the available item of largest ``gain`` (first index among equals) among those
+    that keep the caps, or among all available ones when none does (caps are best-effort):
+    it becomes ``out[step]``, unavailable, and counts towards its groups' caps."""
     n = gain.shape[0]
     any_ok = False
     for i in range(n):
@@ -201,6 +198,9 @@ def _pick_best(
             continue
         if j < 0 or gain[i] > best:
             best, j = gain[i], i
+    out[step] = j
+    avail[j] = False
+    _take(j, cg, c_count, tg, t_count)
     return j
 
 
@@ -257,10 +257,7 @@ def calibrated_kernel(
                 if topics[i] >= 0:
                     kl = base - stay[topics[i]] + grow[topics[i]]
                 gain[i] = trade_off * relevance[i] - (1.0 - trade_off) * kl
-        j = _pick_best(gain, avail, cg, c_count, c_cap, tg, t_count, t_cap)
-        out[step] = j
-        avail[j] = False
+        j = _pick(gain, avail, out, step, cg, c_count, c_cap, tg, t_count, t_cap)
         if topics[j] >= 0:
             count[topics[j]] += 1.0
-        _take(j, cg, c_count, tg, t_count)
     return out
