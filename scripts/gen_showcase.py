@@ -595,8 +595,10 @@ def showcase(r0: Results) -> str:
         f"{target_phrase(rank_t, 'ms at p99')}."
     )
     add(
-        "* **Re-ranking** ([ranking.md](ranking.md#re-ranking-rerankdiversifypy)): greedy DPP "
-        "or MMR with per-creator and per-topic caps that count the session's recent videos: "
+        "* **Re-ranking** ([ranking.md](ranking.md#re-ranking-rerankdiversifypy)): by default "
+        "calibrated re-ranking to each user's topic mix (Steck 2018), each page ordered by "
+        "relevance plus the user's topic affinity; greedy DPP or MMR otherwise; per-creator and "
+        "per-topic caps that count the session's recent videos. DPP with caps, "
         f"200 -> 20 in {r.c('rerank', 'dpp_caps_p50_ms', 'f2')} ms p50, "
         f"{r.c('rerank', 'dpp_caps_p99_ms', 'f1')} ms p99."
     )
